@@ -1,0 +1,260 @@
+"""``pseudo_label_node``: partial pseudo-labels from a live (or replayed) drive.
+
+Subscribes ``~/image`` (Image, or CompressedImage with ``image_transport: compressed``) and
+``~/points`` (PointCloud2), approximately synchronised (``slop_s``,
+:mod:`drive_segment_ros.ros.sync`), plus ``~/camera_info`` (cached, nearest stamp). Each pair
+becomes a :class:`~drive_segment_ros.types.DriveFrame` and is labelled with the fitted
+:class:`drive_segment_training.pseudo_labels.PseudoLabeler` loaded from ``labeler_dir`` (the
+output directory of the offline ``drive-segment pseudo-label`` run: ``centroids.npy`` +
+``pseudo_label_config.yaml``; METHOD.md stage 4). The node writes the offline layout to
+``out_dir`` so training reads both alike::
+
+    out_dir/index.json            same keys as the offline run; frames[] gain one entry per frame
+    out_dir/images/<name>.png     RGB image
+    out_dir/labels/<name>.png     uint8 partial label map, 255 = ignore
+    out_dir/segments/<name>.npy   int32 segment map, -1 = unlabelled
+    out_dir/previews/<name>.png   colour overlay (``previews``)
+    out_dir/centroids.npy, pseudo_label_config.yaml   copied from labeler_dir
+
+with ``<name> = safe(source_name + "__" + <image topic>_<index:06d>)``, exactly the offline
+naming when ``source_name`` is the bag's directory name. ``index.json`` is rewritten
+atomically after every frame. ``T_cam_lidar`` comes from the parameter, a
+``calibration_yaml`` or ``/tf_static`` (when ``tf2_msgs`` is importable). Labelling runs in
+the subscription callback (the backbone is slow on CPU); bad frames are logged and skipped.
+"""
+from __future__ import annotations
+
+import collections
+import json
+import logging
+import os
+import shutil
+from pathlib import Path
+from typing import Any, Dict, Optional
+
+import numpy as np
+
+from drive_segment_ros.nodes import NodeErrorMixin, declare_parameters, run_nodes, transform_from_parameter
+from drive_segment_ros.types import DriveSegmentError
+
+LOG = logging.getLogger(__name__)
+
+try:
+    from rclpy.node import Node
+except ImportError:  # pragma: no cover
+    Node = object  # type: ignore[misc,assignment]
+
+__all__ = ["PseudoLabelNode", "PARAMETERS", "main"]
+
+PARAMETERS: Dict[str, tuple] = {
+    "labeler_dir": ("", "offline pseudo-label output directory with centroids.npy and pseudo_label_config.yaml"),
+    "out_dir": ("pseudo_labels_live", "where images/, labels/, segments/, previews/ and index.json are written"),
+    "source_name": ("live", "prefix of the frame names (the bag directory name reproduces the offline names)"),
+    "image_transport": ("raw", "raw (sensor_msgs/Image) or compressed (sensor_msgs/CompressedImage) on ~/image"),
+    "slop_s": (0.05, "approximate-time synchronisation tolerance between image and point cloud (s)"),
+    "queue_size": (10, "messages kept per input by the synchroniser"),
+    "previews": (True, "write previews/<name>.png colour overlays"),
+    "max_frames": (0, "stop labelling after this many frames; 0 = no limit"),
+    "T_cam_lidar": ([], "LiDAR -> camera optical transform, 16 numbers row-major; empty: calibration_yaml or /tf_static"),
+    "calibration_yaml": ("", "calibration YAML with T_cam_lidar (drive_segment_ros.calibration.load_calibration_yaml)"),
+    "use_tf_static": (True, "look T_cam_lidar up in /tf_static (needs tf2_msgs) when no parameter / YAML gives it"),
+}
+
+
+class PseudoLabelNode(NodeErrorMixin, Node):
+    """Synchronised image + cloud (+ CameraInfo) -> partial pseudo-labels on disk.
+
+    Args:
+        node_name: ROS node name.
+        labeler: optional ready :class:`PseudoLabeler` (tests, composition); else ``labeler_dir``.
+        **kwargs: ``rclpy.node.Node`` keyword arguments.
+
+    Raises:
+        DriveSegmentError: no labeler (empty ``labeler_dir``), unwritable ``out_dir``, bad parameters.
+
+    Attributes: ``n_frames`` (labelled), ``index`` (the ``index.json`` dict), ``n_errors``, ``last_error``.
+    """
+
+    def __init__(self, node_name: str = "pseudo_label_node", labeler: Any = None, **kwargs: Any) -> None:
+        super().__init__(node_name, **kwargs)
+        from drive_segment_ros.ros.msgtypes import rclpy_types
+        from drive_segment_ros.ros.qos import sensor_qos, tf_static_qos
+        from drive_segment_ros.ros.sync import make_synchronizer
+
+        self.types = T = rclpy_types()
+        p = declare_parameters(self, PARAMETERS)
+        self.params = p
+        if p["image_transport"] not in ("raw", "compressed"):
+            raise DriveSegmentError(f"image_transport must be raw or compressed, got {p['image_transport']!r}")
+        self.T_param = transform_from_parameter(p["T_cam_lidar"])
+        self.calibration = None
+        if p["calibration_yaml"]:
+            from drive_segment_ros.calibration import load_calibration_yaml
+
+            self.calibration = load_calibration_yaml(p["calibration_yaml"])
+        labeler_dir = Path(p["labeler_dir"]) if p["labeler_dir"] else None
+        if labeler is None:
+            if labeler_dir is None:
+                raise DriveSegmentError("pseudo_label_node: parameter labeler_dir is empty (run drive-segment pseudo-label first)")
+            from drive_segment_training.pseudo_labels import PseudoLabeler
+
+            labeler = PseudoLabeler.from_dir(labeler_dir)
+        self.labeler = labeler
+        self.out_dir = Path(p["out_dir"])
+        try:
+            for sub in ("images", "labels", "segments", "previews"):
+                (self.out_dir / sub).mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise DriveSegmentError(f"cannot create out_dir {self.out_dir}: {exc}") from exc
+        self.index = self._initial_index(labeler_dir)
+        self.n_frames = 0
+        self._infos = collections.deque(maxlen=10)
+        self._tf_tree = None
+        image_type = T.CompressedImage if p["image_transport"] == "compressed" else T.Image
+        self.sub_info = self.create_subscription(T.CameraInfo, "~/camera_info", self.on_camera_info, sensor_qos(10))
+        self.sync, self.subs = make_synchronizer(
+            self,
+            [(image_type, "~/image", sensor_qos(10)), (T.PointCloud2, "~/points", sensor_qos(10))],
+            self.on_pair,
+            queue_size=int(p["queue_size"]),
+            slop_s=float(p["slop_s"]),
+        )
+        if p["use_tf_static"] and self.T_param is None and self.calibration is None:
+            if T.TFMessage is not None:
+                from drive_segment_ros.calibration import TransformTree
+
+                self._tf_tree = TransformTree()
+                self.sub_tf = self.create_subscription(T.TFMessage, "/tf_static", self._tf_tree.add_tf_message, tf_static_qos())
+            else:
+                self.get_logger().warning("tf2_msgs not importable: /tf_static unavailable; set T_cam_lidar or calibration_yaml")
+        self.get_logger().info(f"pseudo_label_node ready: k={getattr(labeler, 'k', '?')}, writing {self.out_dir}")
+
+    # -- index ----------------------------------------------------------------------------
+    def _initial_index(self, labeler_dir: Optional[Path]) -> dict:
+        from drive_segment_training.pseudo_labels import IGNORE_INDEX
+
+        base: Dict[str, Any] = {}
+        if labeler_dir is not None:
+            for name in ("centroids.npy", "pseudo_label_config.yaml"):
+                src = labeler_dir / name
+                if src.is_file() and src.resolve() != (self.out_dir / name).resolve():
+                    shutil.copy2(src, self.out_dir / name)
+            if (labeler_dir / "index.json").is_file():
+                base = json.loads((labeler_dir / "index.json").read_text())
+        backbone = self.labeler.backbone
+        k = int(self.labeler.k)
+        return {
+            "k": k,
+            "backbone": base.get("backbone", getattr(self.labeler.config, "backbone", getattr(backbone, "name", ""))),
+            "backbone_description": base.get("backbone_description", getattr(backbone, "description", "")),
+            "self_supervised": bool(base.get("self_supervised", getattr(backbone, "self_supervised", False))),
+            "ignore_index": IGNORE_INDEX,
+            "n_clustered_segments": int(base.get("n_clustered_segments", 0)),
+            "cluster_pixel_counts": [0] * k,
+            "frames": [],
+        }
+
+    def write_index(self) -> Path:
+        """Write ``out_dir/index.json`` atomically (temp file + rename); returns its path."""
+        path = self.out_dir / "index.json"
+        tmp = path.with_suffix(".json.tmp")
+        tmp.write_text(json.dumps(self.index, indent=1))
+        os.replace(tmp, path)
+        return path
+
+    # -- callbacks ------------------------------------------------------------------------
+    def on_camera_info(self, msg: Any) -> None:
+        """Cache a CameraInfo (the nearest in stamp to each image is used)."""
+        from drive_segment_ros.ros.msgtypes import header_stamp_ns
+
+        self._infos.append((header_stamp_ns(msg), msg))
+
+    def on_pair(self, img: Any, cloud: Any) -> None:
+        """Synchronised image + cloud: label and write; errors are logged, the node keeps running."""
+        limit = int(self.params["max_frames"])
+        if limit > 0 and self.n_frames >= limit:
+            return
+        try:
+            self.label(img, cloud)
+        except DriveSegmentError as exc:
+            self.report_error(f"dropped frame ({img.header.frame_id!r}): {exc}")
+        except Exception as exc:
+            self.report_error(f"dropped frame ({img.header.frame_id!r}): {type(exc).__name__}: {exc}")
+
+    def make_frame(self, img: Any, cloud: Any):
+        """Build the :class:`DriveFrame` of one synchronised pair (raises DriveSegmentError)."""
+        from drive_segment_ros.calibration import camera_model_from_info
+        from drive_segment_ros.ros.image import any_image_to_rgb
+        from drive_segment_ros.ros.msgtypes import header_stamp_ns
+        from drive_segment_ros.ros.pointcloud2 import read_points_xyzi
+        from drive_segment_ros.types import DriveFrame
+
+        stamp = header_stamp_ns(img)
+        rgb = any_image_to_rgb(img)
+        if not self._infos:
+            raise DriveSegmentError(f"no CameraInfo received on {self.sub_info.topic_name}")
+        info = min(self._infos, key=lambda item: abs(item[0] - stamp))[1]
+        camera = camera_model_from_info(info, topic=self.sub_info.topic_name, image_size=(rgb.shape[1], rgb.shape[0]))
+        camera_frame = img.header.frame_id or camera.frame_id
+        entry = None
+        if self.calibration is not None:
+            entry = self.calibration.for_camera(camera_frame, self.subs[0].topic_name if hasattr(self.subs[0], "topic_name") else "")
+            if entry is None and len(self.calibration.cameras) == 1:
+                entry = next(iter(self.calibration.cameras.values()))
+            if entry is not None:
+                camera = entry.apply(camera)
+        if self.T_param is not None:
+            T = self.T_param
+        elif entry is not None:
+            T = entry.T_cam_lidar
+        elif self._tf_tree is not None:
+            T = self._tf_tree.lookup(camera_frame, cloud.header.frame_id)
+        else:
+            raise DriveSegmentError(f"no transform {cloud.header.frame_id!r} -> {camera_frame!r}: set T_cam_lidar or calibration_yaml")
+        points, rings = read_points_xyzi(cloud)
+        if points.shape[0] == 0:
+            raise DriveSegmentError("empty PointCloud2 (0 finite points)")
+        topic = lambda s: getattr(s, "topic_name", "")  # noqa: E731
+        return DriveFrame(
+            image=rgb, points=points, camera=camera, T_cam_lidar=np.asarray(T, dtype=np.float64),
+            image_stamp_ns=stamp, lidar_stamp_ns=header_stamp_ns(cloud), rings=rings,
+            lidar_frame=cloud.header.frame_id, image_topic=topic(self.subs[0]), lidar_topic=topic(self.subs[1]),
+            index=self.n_frames,
+        )
+
+    def label(self, img: Any, cloud: Any) -> dict:
+        """Label one pair, write its files, append to and rewrite ``index.json``; returns the frame record."""
+        from drive_segment_training.pseudo_labels import IGNORE_INDEX, _preview, _safe_name, _write_png
+
+        frame = self.make_frame(img, cloud)
+        label, segments = self.labeler.label_frame(frame)
+        name = _safe_name(f"{self.params['source_name']}__{frame.name}")
+        rec = {
+            "name": name, "image": f"images/{name}.png", "label": f"labels/{name}.png", "segments": f"segments/{name}.npy",
+            "bag": str(self.params["source_name"]), "image_topic": frame.image_topic,
+            "stamp_ns": int(frame.image_stamp_ns), "lidar_stamp_ns": int(frame.lidar_stamp_ns),
+        }
+        _write_png(self.out_dir / rec["image"], frame.image)
+        _write_png(self.out_dir / rec["label"], label)
+        np.save(self.out_dir / rec["segments"], np.asarray(segments, dtype=np.int32))
+        if self.params["previews"]:
+            _write_png(self.out_dir / "previews" / f"{name}.png", _preview(frame.image, label, self.labeler.k))
+        labelled = label != IGNORE_INDEX
+        rec["n_segments"] = int(np.unique(segments[labelled]).size)
+        rec["coverage"] = float(labelled.mean())
+        counts = np.bincount(label[labelled], minlength=256)[: self.labeler.k]
+        self.index["cluster_pixel_counts"] = (np.asarray(self.index["cluster_pixel_counts"]) + counts).tolist()
+        self.index["frames"].append(rec)
+        self.write_index()
+        self.n_frames += 1
+        self.get_logger().info(f"labelled {name}: {rec['n_segments']} segments, coverage {rec['coverage']:.3f}")
+        return rec
+
+
+def main(args: Optional[list] = None) -> int:
+    """Console script ``pseudo_label_node`` (``-p labeler_dir:=... -p out_dir:=...``)."""
+    return run_nodes([PseudoLabelNode], args=args)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    raise SystemExit(main())

@@ -1,0 +1,328 @@
+"""``segmentation_node``: camera images -> semantic class-id masks (+ semantic LiDAR points).
+
+The deployed student / teacher of Drive&Segment (METHOD.md stages 5-6) behind
+:class:`~drive_segment_ros.inference.backends.SegmentationModel` (torch, ONNX Runtime or
+TensorRT, chosen by parameter). Topic layout follows the Isaac ROS image-segmentation
+convention (``raw_segmentation_mask`` mono8 + ``colored_segmentation_mask`` rgb8, QoS depth 1).
+
+Subscriptions (all remappable):
+
+* ``~/image`` — ``sensor_msgs/Image`` (rgb8, bgr8, mono8, ...) or, with
+  ``image_transport: compressed``, ``sensor_msgs/CompressedImage`` (JPEG/PNG); SensorDataQoS
+  with depth 1, so a slow model only ever sees the newest frame.
+* ``~/camera_info`` — ``sensor_msgs/CameraInfo``; cached (last 10), the one nearest in stamp
+  to each image is used. Required for ``~/semantic_points`` and (``require_camera_info``) to
+  check the image size; a missing / mismatching CameraInfo drops the frame with an error.
+* ``~/points`` — ``sensor_msgs/PointCloud2`` when ``use_lidar`` is true, approximately
+  time-synchronised with the image (``slop_s``, :mod:`drive_segment_ros.ros.sync`).
+
+Publications (reliable, depth 5):
+
+* ``~/mask`` — mono8 class ids, same size, stamp and ``frame_id`` as the input image.
+* ``~/mask_color`` — rgb8 palette colours (``color_mode: color``) or the colours blended over
+  the image (``overlay``, ``overlay_alpha``); computed only when someone subscribes.
+* ``~/semantic_points`` — the input cloud (``x, y, z, intensity`` float32) with a ``class_id``
+  int32 field: the 2-D prediction carried to each point with
+  :func:`drive_segment_ros.projection.labels_to_points` (-1 outside the image / occluded);
+  same header as the input cloud. Needs ``T_cam_lidar`` from the ``T_cam_lidar`` parameter
+  (16 numbers, row-major), a ``calibration_yaml`` or ``/tf_static`` (when ``tf2_msgs`` is
+  importable).
+
+Stale frames are dropped, not queued: messages older than the last processed one, and,
+when ``max_age_s > 0``, messages older than ``max_age_s`` w.r.t. the node clock (use
+``use_sim_time`` with replayed bags). Every bad input is logged as an error and the node
+keeps running.
+"""
+from __future__ import annotations
+
+import collections
+import logging
+import time
+from typing import Any, Dict, Optional
+
+import numpy as np
+
+from drive_segment_ros.nodes import NodeErrorMixin, declare_parameters, run_nodes, transform_from_parameter
+from drive_segment_ros.types import DriveSegmentError
+
+LOG = logging.getLogger(__name__)
+
+try:
+    from rclpy.node import Node
+except ImportError:  # pragma: no cover
+    Node = object  # type: ignore[misc,assignment]
+
+__all__ = ["SegmentationNode", "PARAMETERS", "semantic_cloud_array", "main"]
+
+#: name -> (default, description); mirrored in config/segment.yaml
+PARAMETERS: Dict[str, tuple] = {
+    "model_path": ("", "segmentation model: checkpoint directory (torch), .onnx (onnxruntime) or .engine/.plan (tensorrt)"),
+    "backend": ("auto", "inference backend: auto (by file type), torch, onnxruntime or tensorrt"),
+    "device": ("cpu", "inference device: cpu, cuda, cuda:N or auto"),
+    "image_transport": ("raw", "raw (sensor_msgs/Image) or compressed (sensor_msgs/CompressedImage) on ~/image"),
+    "use_lidar": (False, "subscribe ~/points (synchronised with the image) and publish ~/semantic_points"),
+    "require_camera_info": (True, "drop images when no CameraInfo was received or its size differs from the image"),
+    "slop_s": (0.1, "approximate-time synchronisation tolerance between image and point cloud (s)"),
+    "queue_size": (5, "messages kept per input by the synchroniser"),
+    "max_age_s": (0.0, "drop frames older than this w.r.t. the node clock (s); 0 disables"),
+    "color_mode": ("overlay", "~/mask_color content: overlay (palette blended over the image) or color (palette only)"),
+    "overlay_alpha": (0.5, "weight of the palette colour in the overlay, in [0, 1]"),
+    "T_cam_lidar": ([], "LiDAR -> camera optical transform, 16 numbers row-major; empty: calibration_yaml or /tf_static"),
+    "calibration_yaml": ("", "calibration YAML with T_cam_lidar (drive_segment_ros.calibration.load_calibration_yaml)"),
+    "use_tf_static": (True, "look T_cam_lidar up in /tf_static (needs tf2_msgs) when no parameter / YAML gives it"),
+}
+
+
+def semantic_cloud_array(points: np.ndarray, class_ids: np.ndarray) -> np.ndarray:
+    """Structured (N,) array ``x, y, z, intensity`` float32 + ``class_id`` int32 (-1 = no label).
+
+    Raises:
+        DriveSegmentError: shapes disagree.
+    """
+    points = np.asarray(points)
+    class_ids = np.asarray(class_ids)
+    if points.ndim != 2 or points.shape[1] < 3 or class_ids.shape != (points.shape[0],):
+        raise DriveSegmentError(f"points (N,>=3) and class ids (N,) disagree: {points.shape} vs {class_ids.shape}")
+    dt = np.dtype([("x", np.float32), ("y", np.float32), ("z", np.float32), ("intensity", np.float32), ("class_id", np.int32)])
+    out = np.empty(points.shape[0], dtype=dt)
+    out["x"], out["y"], out["z"] = points[:, 0], points[:, 1], points[:, 2]
+    out["intensity"] = points[:, 3] if points.shape[1] > 3 else 0.0
+    out["class_id"] = class_ids
+    return out
+
+
+class SegmentationNode(NodeErrorMixin, Node):
+    """Image (+ CameraInfo, PointCloud2) -> mask, colour mask, semantic points.
+
+    Args:
+        node_name: ROS node name.
+        model: optional already-loaded ``SegmentationModel`` (composition, tests, benchmarks);
+            otherwise ``model_path`` / ``backend`` / ``device`` parameters are used.
+        **kwargs: ``rclpy.node.Node`` keyword arguments (``context``, ``parameter_overrides``,
+            ``cli_args`` ...).
+
+    Raises:
+        DriveSegmentError: no model (empty ``model_path``), bad parameter values.
+
+    Attributes: ``model``, ``n_processed``, ``n_stale``, ``n_errors``, ``last_error``,
+    ``last_timing`` (dict of ms: ``decode``, ``model``, ``publish``, ``total``).
+    """
+
+    def __init__(self, node_name: str = "segmentation_node", model: Any = None, **kwargs: Any) -> None:
+        super().__init__(node_name, **kwargs)
+        from drive_segment_ros.ros.msgtypes import rclpy_types
+        from drive_segment_ros.ros.qos import latest_only_qos, output_qos, sensor_qos, tf_static_qos
+
+        self.types = T = rclpy_types()
+        p = declare_parameters(self, PARAMETERS)
+        self.params = p
+        if p["image_transport"] not in ("raw", "compressed"):
+            raise DriveSegmentError(f"image_transport must be raw or compressed, got {p['image_transport']!r}")
+        if p["color_mode"] not in ("overlay", "color"):
+            raise DriveSegmentError(f"color_mode must be overlay or color, got {p['color_mode']!r}")
+        if not 0.0 <= float(p["overlay_alpha"]) <= 1.0:
+            raise DriveSegmentError(f"overlay_alpha must be in [0, 1], got {p['overlay_alpha']}")
+        self.T_param = transform_from_parameter(p["T_cam_lidar"])
+        self.calibration = None
+        if p["calibration_yaml"]:
+            from drive_segment_ros.calibration import load_calibration_yaml
+
+            self.calibration = load_calibration_yaml(p["calibration_yaml"])
+        if model is None:
+            if not p["model_path"]:
+                raise DriveSegmentError("segmentation_node: parameter model_path is empty (set it in config/segment.yaml or the launch argument model)")
+            from drive_segment_ros.inference.backends import load_model
+
+            model = load_model(p["model_path"], backend=p["backend"], device=p["device"])
+        self.model = model
+        self.n_processed = 0
+        self.n_stale = 0
+        self.last_timing: Dict[str, float] = {}
+        self._last_stamp = -1
+        self._infos = collections.deque(maxlen=10)
+        self._tf_tree = None
+
+        self.pub_mask = self.create_publisher(T.Image, "~/mask", output_qos())
+        self.pub_color = self.create_publisher(T.Image, "~/mask_color", output_qos())
+        self.pub_points = self.create_publisher(T.PointCloud2, "~/semantic_points", output_qos()) if p["use_lidar"] else None
+        image_type = T.CompressedImage if p["image_transport"] == "compressed" else T.Image
+        self.sub_info = self.create_subscription(T.CameraInfo, "~/camera_info", self.on_camera_info, sensor_qos(10))
+        if p["use_lidar"]:
+            from drive_segment_ros.ros.sync import make_synchronizer
+
+            self.sync, self.subs = make_synchronizer(
+                self,
+                [(image_type, "~/image", latest_only_qos()), (T.PointCloud2, "~/points", sensor_qos(2))],
+                self.on_image_points,
+                queue_size=int(p["queue_size"]),
+                slop_s=float(p["slop_s"]),
+            )
+        else:
+            self.sync = None
+            self.subs = [self.create_subscription(image_type, "~/image", self.on_image, latest_only_qos())]
+        if p["use_lidar"] and p["use_tf_static"] and self.T_param is None and self.calibration is None:
+            if T.TFMessage is not None:
+                from drive_segment_ros.calibration import TransformTree
+
+                self._tf_tree = TransformTree()
+                self.sub_tf = self.create_subscription(T.TFMessage, "/tf_static", self.on_tf_static, tf_static_qos())
+            else:
+                self.get_logger().warning("tf2_msgs not importable: /tf_static unavailable; set T_cam_lidar or calibration_yaml")
+        self.get_logger().info(f"segmentation_node ready: {model!r}, image {self.subs[0].topic_name if hasattr(self.subs[0], 'topic_name') else '~/image'}")
+
+    # -- calibration ----------------------------------------------------------------------
+    def on_tf_static(self, msg: Any) -> None:
+        """Add every ``/tf_static`` transform to the node's :class:`TransformTree`."""
+        try:
+            self._tf_tree.add_tf_message(msg)
+        except Exception as exc:
+            self.report_error(f"bad /tf_static message: {exc}")
+
+    def camera_calibration(self, camera_frame: str):
+        """The calibration YAML entry of ``camera_frame`` (or the image topic), else ``None``."""
+        if self.calibration is None:
+            return None
+        topic = self.subs[0].topic_name if hasattr(self.subs[0], "topic_name") else ""
+        entry = self.calibration.for_camera(camera_frame, topic)
+        if entry is None and len(self.calibration.cameras) == 1:
+            entry = next(iter(self.calibration.cameras.values()))
+        return entry
+
+    def lookup_T_cam_lidar(self, camera_frame: str, lidar_frame: str) -> np.ndarray:
+        """``T_cam_lidar`` (4x4 float64): parameter, else calibration YAML, else /tf_static.
+
+        Raises:
+            DriveSegmentError: when no source gives it.
+        """
+        if self.T_param is not None:
+            return self.T_param
+        entry = self.camera_calibration(camera_frame)
+        if entry is not None:
+            return entry.T_cam_lidar
+        if self._tf_tree is not None:
+            return np.asarray(self._tf_tree.lookup(camera_frame, lidar_frame), dtype=np.float64)
+        raise DriveSegmentError(f"no transform {lidar_frame!r} -> {camera_frame!r}: set T_cam_lidar, calibration_yaml or publish /tf_static")
+
+    # -- callbacks ------------------------------------------------------------------------
+    def on_camera_info(self, msg: Any) -> None:
+        """Cache a CameraInfo (the nearest in stamp to each image is used)."""
+        from drive_segment_ros.ros.msgtypes import header_stamp_ns
+
+        self._infos.append((header_stamp_ns(msg), msg))
+
+    def on_image(self, img: Any) -> None:
+        """Image-only callback (``use_lidar: false``)."""
+        self._guarded(img, None)
+
+    def on_image_points(self, img: Any, cloud: Any) -> None:
+        """Synchronised image + cloud callback (``use_lidar: true``)."""
+        self._guarded(img, cloud)
+
+    def _guarded(self, img: Any, cloud: Any) -> None:
+        try:
+            self.process(img, cloud)
+        except DriveSegmentError as exc:
+            self.report_error(f"dropped image ({img.header.frame_id!r}): {exc}")
+        except Exception as exc:
+            self.report_error(f"dropped image ({img.header.frame_id!r}): {type(exc).__name__}: {exc}")
+
+    def camera_info_for(self, stamp_ns: int) -> Optional[Any]:
+        """The cached CameraInfo nearest in stamp to ``stamp_ns`` (``None`` when none)."""
+        if not self._infos:
+            return None
+        return min(self._infos, key=lambda item: abs(item[0] - stamp_ns))[1]
+
+    def is_stale(self, stamp_ns: int) -> bool:
+        """True for frames older than the last processed one or than ``max_age_s`` (node clock)."""
+        if stamp_ns <= self._last_stamp:
+            return True
+        max_age = float(self.params["max_age_s"])
+        if max_age > 0.0:
+            now = self.get_clock().now().nanoseconds
+            if now - stamp_ns > max_age * 1e9:
+                return True
+        return False
+
+    def process(self, img: Any, cloud: Any = None) -> Optional[np.ndarray]:
+        """Segment one image (and label one cloud); publish; return the class ids or ``None`` if stale.
+
+        Raises:
+            DriveSegmentError: undecodable image, missing / mismatching CameraInfo, no extrinsics,
+            empty cloud.
+        """
+        from drive_segment_ros.ros.image import any_image_to_rgb, mono8_to_image_msg, rgb_to_image_msg
+        from drive_segment_ros.ros.msgtypes import header_stamp_ns
+
+        t0 = time.perf_counter()
+        stamp = header_stamp_ns(img)
+        if self.is_stale(stamp):
+            self.n_stale += 1
+            self.get_logger().debug(f"dropping stale image stamped {stamp}")
+            return None
+        rgb = any_image_to_rgb(img)
+        info = self.camera_info_for(stamp)
+        need_info = bool(self.params["require_camera_info"]) or cloud is not None
+        if info is None and need_info:
+            raise DriveSegmentError(f"no CameraInfo received on {self.sub_info.topic_name}")
+        if info is not None and (int(info.width), int(info.height)) != (rgb.shape[1], rgb.shape[0]):
+            raise DriveSegmentError(
+                f"image {rgb.shape[1]}x{rgb.shape[0]} does not match CameraInfo {info.width}x{info.height}"
+            )
+        t1 = time.perf_counter()
+        class_ids, _ = self.model.predict(rgb)
+        class_ids = np.ascontiguousarray(class_ids, dtype=np.uint8)
+        t2 = time.perf_counter()
+        header = img.header
+        mask_msg = mono8_to_image_msg(class_ids, header.frame_id, stamp, self.types)
+        mask_msg.header = header
+        self.pub_mask.publish(mask_msg)
+        if self.pub_color.get_subscription_count() > 0:
+            color = self.model.colorize(class_ids)
+            if self.params["color_mode"] == "overlay":
+                a = float(self.params["overlay_alpha"])
+                color = (a * color.astype(np.float32) + (1.0 - a) * rgb.astype(np.float32) + 0.5).astype(np.uint8)
+            color_msg = rgb_to_image_msg(color, header.frame_id, stamp, self.types)
+            color_msg.header = header
+            self.pub_color.publish(color_msg)
+        if cloud is not None:
+            self.publish_semantic_points(class_ids, cloud, info, header.frame_id)
+        self._last_stamp = stamp
+        self.n_processed += 1
+        t3 = time.perf_counter()
+        self.last_timing = {"decode": (t1 - t0) * 1e3, "model": (t2 - t1) * 1e3, "publish": (t3 - t2) * 1e3, "total": (t3 - t0) * 1e3}
+        return class_ids
+
+    def publish_semantic_points(self, class_ids: np.ndarray, cloud: Any, info: Any, camera_frame: str) -> np.ndarray:
+        """Carry ``class_ids`` (H, W) to the cloud's points and publish ``~/semantic_points``.
+
+        Returns the (N,) int32 class id per point (-1 = not visible). Raises DriveSegmentError.
+        """
+        from drive_segment_ros.calibration import camera_model_from_info
+        from drive_segment_ros.projection import labels_to_points
+        from drive_segment_ros.ros.msgtypes import header_stamp_ns
+        from drive_segment_ros.ros.pointcloud2 import array_to_pointcloud2, read_points_xyzi
+
+        points, _ = read_points_xyzi(cloud)
+        if points.shape[0] == 0:
+            raise DriveSegmentError("empty PointCloud2 (0 finite points)")
+        camera = camera_model_from_info(info, topic=self.sub_info.topic_name)
+        camera_frame = camera_frame or camera.frame_id
+        entry = self.camera_calibration(camera_frame)
+        if entry is not None:
+            camera = entry.apply(camera)
+        T = self.lookup_T_cam_lidar(camera_frame, cloud.header.frame_id)
+        point_ids = labels_to_points(class_ids, points, camera, T)
+        arr = semantic_cloud_array(points, point_ids)
+        msg = array_to_pointcloud2(arr, cloud.header.frame_id, header_stamp_ns(cloud), self.types)
+        msg.header = cloud.header
+        self.pub_points.publish(msg)
+        return point_ids
+
+
+def main(args: Optional[list] = None) -> int:
+    """Console script ``segmentation_node`` (``--ros-args -p model_path:=... -r ~/image:=...``)."""
+    return run_nodes([SegmentationNode], args=args)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    raise SystemExit(main())

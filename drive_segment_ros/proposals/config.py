@@ -1,0 +1,189 @@
+"""Configuration of the LiDAR object proposals (ground removal + segmentation).
+
+Defaults follow the Drive&Segment re-implementation of Bogoslavskyi & Stachniss
+("Efficient online segmentation for sparse 3D laser scans", PFG 2017; PRBonn/depth_clustering):
+ground angle 7 deg, segmentation angle 10 deg, smoothing window 7, minimum segment size 20 points
+(docs/METHOD.md, stage 2). The range-image rows / vertical field of view used when the scan has
+no ``ring`` field default to the Velodyne HDL-64E of KITTI (64 beams, about +2 to -24.9 deg).
+"""
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Mapping, Union
+
+from drive_segment_ros.types import DriveSegmentError
+
+LOG = logging.getLogger(__name__)
+
+#: Backends accepted by :attr:`ProposalConfig.backend`.
+BACKENDS = ("range_image", "dbscan")
+
+
+@dataclass
+class ProposalConfig:
+    """Parameters of :func:`drive_segment_ros.proposals.segment_scan`.
+
+    Common:
+        backend: ``"range_image"`` (Bogoslavskyi & Stachniss, default) or ``"dbscan"``
+            (RANSAC ground plane + open3d DBSCAN).
+        min_range_m, max_range_m: points whose range (metres, from the LiDAR origin) is outside
+            ``[min_range_m, max_range_m]`` are UNASSIGNED (nuScenes stores no-return points at
+            the origin; its devkit drops points closer than 1 m).
+        min_segment_size, max_segment_size: segments with fewer / more points are UNASSIGNED.
+        ground_cell_m: cell size (m) of the x/y grid that splits the ground into segments
+            (:func:`~drive_segment_ros.proposals.ground_cell_ids`).
+
+    Range-image backend (``range_image.py``):
+        ground_angle_deg: a vertical pixel pair is ground when the (smoothed) inclination of the
+            line joining its points is below this angle (depth_clustering ``ground_remove_angle``).
+        segment_angle_deg: neighbouring pixels join when the angle beta between the beam of the
+            farther point and the line joining the two points exceeds this angle (paper Sec. 3.2).
+        smooth_window: smoothing window (rows, odd, >= 3; 1 disables) of the column-wise
+            inclination angles (paper Sec. 3.1).
+        smoothing: ``"mean"`` (moving average: a curb's single steep pixel pair is diluted so
+            sidewalks stay ground, while an object's face - several steep pairs - stays steep) or
+            ``"savgol"`` (Savitzky-Golay, quadratic, as in depth_clustering; keeps single steps).
+        ground_max_step_m: the ground grows sideways (left / right) or downwards only to pixels
+            whose height differs by at most this much (m); stops the ground from flooding onto
+            flat roofs seen beside far ground while crossing curbs.
+        rows, fov_up_deg, fov_down_deg: range-image rows and vertical field of view (deg) used
+            when no ``rings`` are given (rows from elevation bins).
+        cols: range-image columns over 360 deg of azimuth; 0 = estimated from the scan (points
+            per row divided by the covered fraction of the circle).
+        max_gap_px: neighbours are the next occupied pixel up / down / left / right within this
+            many pixels (bridges empty pixels of elevation-binned scans without a ring field).
+
+    DBSCAN backend (``clustering.py``):
+        ransac_distance_m, ransac_iterations: open3d ``segment_plane`` inlier distance / iterations.
+        ground_max_tilt_deg: the RANSAC plane is accepted as ground only if its normal is within
+            this angle of the z axis (otherwise no ground is removed).
+        dbscan_eps_m, dbscan_min_points: open3d ``cluster_dbscan`` parameters.
+        seed: random seed of RANSAC (reproducible results).
+    """
+
+    backend: str = "range_image"
+    # common
+    min_range_m: float = 1.0
+    max_range_m: float = 120.0
+    min_segment_size: int = 20
+    max_segment_size: int = 1_000_000
+    ground_cell_m: float = 4.0
+    # range image (Bogoslavskyi & Stachniss)
+    ground_angle_deg: float = 7.0
+    segment_angle_deg: float = 10.0
+    smooth_window: int = 7
+    smoothing: str = "mean"
+    ground_max_step_m: float = 0.2
+    rows: int = 64
+    cols: int = 0
+    fov_up_deg: float = 2.0
+    fov_down_deg: float = -24.9
+    max_gap_px: int = 2
+    # RANSAC + DBSCAN
+    ransac_distance_m: float = 0.2
+    ransac_iterations: int = 200
+    ground_max_tilt_deg: float = 30.0
+    dbscan_eps_m: float = 0.5
+    dbscan_min_points: int = 5
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    def validate(self) -> "ProposalConfig":
+        """Check every value; raise :class:`DriveSegmentError` (one line) on the first bad one."""
+        if self.backend not in BACKENDS:
+            raise DriveSegmentError(f"proposals: backend must be one of {BACKENDS}, got {self.backend!r}")
+        for name in ("min_range_m", "max_range_m", "ground_cell_m", "ground_angle_deg", "segment_angle_deg",
+                     "ground_max_step_m", "fov_up_deg", "fov_down_deg", "ransac_distance_m",
+                     "ground_max_tilt_deg", "dbscan_eps_m"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+                raise DriveSegmentError(f"proposals: {name} must be a finite number, got {value!r}")
+        for name in ("min_segment_size", "max_segment_size", "smooth_window", "rows", "cols", "max_gap_px",
+                     "ransac_iterations", "dbscan_min_points", "seed"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise DriveSegmentError(f"proposals: {name} must be an integer, got {value!r}")
+        if not 0 <= self.min_range_m < self.max_range_m:
+            raise DriveSegmentError(
+                f"proposals: need 0 <= min_range_m < max_range_m, got {self.min_range_m}, {self.max_range_m}")
+        if not 1 <= self.min_segment_size <= self.max_segment_size:
+            raise DriveSegmentError(
+                f"proposals: need 1 <= min_segment_size <= max_segment_size, got "
+                f"{self.min_segment_size}, {self.max_segment_size}")
+        if self.ground_cell_m <= 0:
+            raise DriveSegmentError(f"proposals: ground_cell_m must be > 0, got {self.ground_cell_m}")
+        if not 0 < self.ground_angle_deg < 90 or not 0 < self.segment_angle_deg < 90:
+            raise DriveSegmentError("proposals: ground_angle_deg and segment_angle_deg must be in (0, 90)")
+        if self.smooth_window != 1 and (self.smooth_window < 3 or self.smooth_window % 2 == 0):
+            raise DriveSegmentError(f"proposals: smooth_window must be 1 or an odd integer >= 3, got {self.smooth_window}")
+        if self.smoothing not in ("mean", "savgol"):
+            raise DriveSegmentError(f"proposals: smoothing must be 'mean' or 'savgol', got {self.smoothing!r}")
+        if self.ground_max_step_m < 0:
+            raise DriveSegmentError(f"proposals: ground_max_step_m must be >= 0, got {self.ground_max_step_m}")
+        if self.rows < 2 or self.cols < 0 or self.cols == 1:
+            raise DriveSegmentError(f"proposals: need rows >= 2 and cols == 0 (auto) or >= 2, got {self.rows}, {self.cols}")
+        if not -90 <= self.fov_down_deg < self.fov_up_deg <= 90:
+            raise DriveSegmentError(
+                f"proposals: need -90 <= fov_down_deg < fov_up_deg <= 90, got {self.fov_down_deg}, {self.fov_up_deg}")
+        if self.max_gap_px < 1:
+            raise DriveSegmentError(f"proposals: max_gap_px must be >= 1, got {self.max_gap_px}")
+        if self.ransac_distance_m <= 0 or self.ransac_iterations < 1:
+            raise DriveSegmentError("proposals: ransac_distance_m must be > 0 and ransac_iterations >= 1")
+        if not 0 <= self.ground_max_tilt_deg <= 90:
+            raise DriveSegmentError(f"proposals: ground_max_tilt_deg must be in [0, 90], got {self.ground_max_tilt_deg}")
+        if self.dbscan_eps_m <= 0 or self.dbscan_min_points < 1:
+            raise DriveSegmentError("proposals: dbscan_eps_m must be > 0 and dbscan_min_points >= 1")
+        return self
+
+    @classmethod
+    def from_dict(cls, values: Mapping[str, Any]) -> "ProposalConfig":
+        """Build a config from a mapping; unknown keys raise :class:`DriveSegmentError`.
+
+        Integers are accepted for float fields (YAML ``7`` for ``7.0``).
+        """
+        if values is None:
+            values = {}
+        if not isinstance(values, Mapping):
+            raise DriveSegmentError(f"proposals: config must be a mapping, got {type(values).__name__}")
+        fields = {f.name: f for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - set(fields))
+        if unknown:
+            raise DriveSegmentError(f"proposals: unknown config key(s) {unknown}; known: {sorted(fields)}")
+        kwargs = {}
+        for key, value in values.items():
+            default = fields[key].default
+            if isinstance(default, float) and isinstance(value, int) and not isinstance(value, bool):
+                value = float(value)
+            kwargs[key] = value
+        return cls(**kwargs)
+
+    @classmethod
+    def from_yaml(cls, path: Union[str, Path]) -> "ProposalConfig":
+        """Read a config from a YAML file (e.g. ``config/proposals.yaml``).
+
+        The file holds the fields at top level, or under a ``proposals:`` key.
+        Raises :class:`DriveSegmentError` when the file is missing, is not a mapping or has
+        unknown keys.
+        """
+        import yaml
+
+        path = Path(path)
+        if not path.is_file():
+            raise DriveSegmentError(f"proposals: config file not found: {path}")
+        try:
+            data = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as exc:
+            raise DriveSegmentError(f"proposals: cannot parse {path}: {str(exc).splitlines()[0]}") from None
+        if isinstance(data, Mapping) and set(data) == {"proposals"}:
+            data = data["proposals"] or {}
+        return cls.from_dict(data)
+
+    def to_dict(self) -> dict:
+        """The config as a plain dict (YAML / JSON serializable)."""
+        return dataclasses.asdict(self)

