@@ -19,6 +19,7 @@ import logging
 import os
 import platform
 import statistics
+import sys
 import tempfile
 import time
 import warnings
@@ -138,6 +139,7 @@ def main() -> None:
 
             if cuda:
                 _bench_cuda(ckpt, onnx_path, x, n, label)
+            sys.stdout.flush()
     print("\nsummary (cpu): " + "; ".join(f"{l}: torch {a:.0f} ms, ORT {b:.0f} ms ({b / a:.2f}x)" for l, _, a, b in rows))
 
 

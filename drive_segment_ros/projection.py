@@ -12,8 +12,16 @@ camera optical frame (z forward, x right, y down); pixel ``(u, v)`` = (column, r
 OpenCV convention that pixel centres sit at integer coordinates, so point ``(u, v)`` lies in
 pixel ``(row, col) = (floor(v + 0.5), floor(u + 0.5))``. Depth = z in the optical frame, metres.
 
-Nothing here imports ROS; everything is vectorized with numpy (``np.minimum.at`` z-buffers) and
-OpenCV morphology; the only Python loop is the optional per-*segment* closing / hull step.
+Densification adapts to the sensor (:func:`estimate_lidar_spacing`, :func:`densify_kernel_px`):
+the LiDAR's vertical (ring) and horizontal (azimuth) angular spacing is estimated from the scan
+itself (from the ``ring`` field when present, else from the points' elevation / azimuth
+neighbourhoods), and the per-segment closing kernel and the gap fill between segments span
+``f * spacing * margin`` pixels - ~7 px rows for KITTI's HDL-64E at f = 721 px, ~45 px for
+nuScenes' HDL-32E (1.33 deg) at f = 1266 px - always bounded by the depth buffer.
+
+Nothing here imports ROS; everything is vectorized with numpy (``np.minimum.at`` z-buffers,
+``np.maximum.accumulate`` gap scans) and OpenCV morphology; the only Python loop is the
+optional per-*segment* closing / hull step.
 """
 from __future__ import annotations
 
@@ -39,6 +47,10 @@ __all__ = [
     "pixel_indices",
     "depth_buffer",
     "splat_radius",
+    "LidarSpacing",
+    "estimate_lidar_spacing",
+    "lidar_spacing",
+    "densify_kernel_px",
     "segment_map",
     "labels_to_points",
     "compute_segment_map",
@@ -48,6 +60,19 @@ __all__ = [
 # --------------------------------------------------------------------------------------------
 # configuration
 # --------------------------------------------------------------------------------------------
+def _pair(value: Any, kind: type, name: str) -> tuple:
+    """Scalar or length-2 sequence -> 2-tuple of ``kind``; DriveSegmentError otherwise."""
+    try:
+        vals = tuple(kind(v) for v in np.atleast_1d(np.asarray(value, dtype=np.float64)).ravel())
+    except (TypeError, ValueError) as exc:
+        raise DriveSegmentError(f"projection config: {name} must be one or two numbers, got {value!r}") from exc
+    if len(vals) == 1:
+        vals = (vals[0], vals[0])
+    if len(vals) != 2 or not all(np.isfinite(vals)):
+        raise DriveSegmentError(f"projection config: {name} must be one or two finite numbers, got {value!r}")
+    return vals
+
+
 @dataclass
 class ProjectionConfig:
     """Parameters of :func:`segment_map` / :func:`labels_to_points` (YAML: ``config/projection.yaml``).
@@ -63,9 +88,25 @@ class ProjectionConfig:
         depth_tolerance_m, depth_tolerance_rel: a surface at depth ``z`` counts as *nearer* than a
             segment / point at depth ``d`` only when ``z < d - (depth_tolerance_m + depth_tolerance_rel * d)``
             (slanted surfaces such as the road change depth quickly between neighbouring pixels).
-        closing_px: per-segment morphological closing kernel ``[width, height]`` in pixels (rectangle),
-            ``[0, 0]`` = off. Newly closed pixels are accepted only where unlabelled and where no
-            nearer surface is in the splatted depth buffer (closing bounded by depth discontinuities).
+        closing_px: *minimum* per-segment morphological closing kernel ``[width, height]`` in pixels
+            (rectangle); ``[0, 0]`` (or any entry <= 1) = no densification beyond the splats (no
+            closing, no gap fill). Newly closed pixels are accepted only where unlabelled and where
+            no nearer surface is in the splatted depth buffer (closing bounded by depth discontinuities).
+        adaptive: enlarge the kernel to the LiDAR's angular spacing seen by this camera:
+            ``[fx * azimuth_spacing, fy * elevation_spacing] * spacing_margin`` pixels (rounded to
+            the nearest odd integer), spacing from :func:`estimate_lidar_spacing` (or ``lidar_spacing_deg``).
+        spacing_margin: factor (>= 1) on the spacing in pixels; > 1 absorbs the camera-LiDAR parallax
+            (near ground rings look ~1.4x farther apart from a camera mounted ahead of the LiDAR).
+        closing_max_px: upper bound ``[width, height]`` of the adaptive kernel, pixels.
+        lidar_spacing_deg: ``[azimuth, elevation]`` spacing in degrees to use instead of estimating
+            it from the scan; ``None`` = estimate.
+        fallback_spacing_deg: ``[azimuth, elevation]`` degrees used when the estimate fails (too
+            few points, implausible values).
+        gap_fill: after the closing, fill runs of empty pixels (no point, no splat) between two
+            occupied pixels of the same column shorter than the kernel height (resp. same row,
+            shorter than its width) with the label of the nearer end; runs touching an unlabelled
+            surface end get -1 there, so it never labels across a nearer unlabelled surface and
+            never grows a mask outwards (rows above a wall's top ring stay empty).
         hull: fill each segment's convex hull under the same depth test (for very sparse LiDARs).
         min_pixels: segments covering fewer pixels are removed (set to -1).
     """
@@ -78,14 +119,21 @@ class ProjectionConfig:
     depth_tolerance_m: float = 0.5
     depth_tolerance_rel: float = 0.1
     closing_px: Tuple[int, int] = (5, 7)
+    adaptive: bool = True
+    spacing_margin: float = 1.5
+    closing_max_px: Tuple[int, int] = (31, 63)
+    lidar_spacing_deg: Optional[Tuple[float, float]] = None
+    fallback_spacing_deg: Tuple[float, float] = (0.2, 0.4)
+    gap_fill: bool = True
     hull: bool = False
     min_pixels: int = 30
 
     def __post_init__(self) -> None:
-        cp = tuple(int(v) for v in np.atleast_1d(np.asarray(self.closing_px)).ravel())
-        if len(cp) == 1:
-            cp = (cp[0], cp[0])
-        self.closing_px = cp  # type: ignore[assignment]
+        self.closing_px = _pair(self.closing_px, int, "closing_px")  # type: ignore[assignment]
+        self.closing_max_px = _pair(self.closing_max_px, int, "closing_max_px")  # type: ignore[assignment]
+        self.fallback_spacing_deg = _pair(self.fallback_spacing_deg, float, "fallback_spacing_deg")  # type: ignore[assignment]
+        if self.lidar_spacing_deg is not None:
+            self.lidar_spacing_deg = _pair(self.lidar_spacing_deg, float, "lidar_spacing_deg")  # type: ignore[assignment]
         self.validate()
 
     def validate(self) -> "ProjectionConfig":
@@ -103,6 +151,14 @@ class ProjectionConfig:
             raise DriveSegmentError("projection config: depth tolerances must be >= 0")
         if len(self.closing_px) != 2 or min(self.closing_px) < 0:
             raise DriveSegmentError(f"projection config: closing_px must be two integers >= 0, got {self.closing_px}")
+        if min(self.closing_max_px) < 1 or max(self.closing_max_px) > 255:
+            raise DriveSegmentError(f"projection config: closing_max_px must be two integers in [1, 255], got {self.closing_max_px}")
+        if not (1.0 <= float(self.spacing_margin) <= 4.0):
+            raise DriveSegmentError(f"projection config: spacing_margin must be in [1, 4], got {self.spacing_margin}")
+        for name in ("fallback_spacing_deg", "lidar_spacing_deg"):
+            val = getattr(self, name)
+            if val is not None and not all(0.0 < v <= 10.0 for v in val):
+                raise DriveSegmentError(f"projection config: {name} must be two angles in (0, 10] deg, got {val}")
         if self.min_pixels < 0:
             raise DriveSegmentError(f"projection config: min_pixels must be >= 0, got {self.min_pixels}")
         return self
@@ -145,7 +201,9 @@ class ProjectionConfig:
     def to_dict(self) -> Dict[str, Any]:
         """Plain-dict form (for ``index.json`` and YAML)."""
         d = asdict(self)
-        d["closing_px"] = list(self.closing_px)
+        for key in ("closing_px", "closing_max_px", "fallback_spacing_deg", "lidar_spacing_deg"):
+            if d[key] is not None:
+                d[key] = list(d[key])
         return d
 
     def tolerance(self, depth: np.ndarray) -> np.ndarray:
@@ -407,12 +465,243 @@ def _splat(
     return zbuf, winner
 
 
+
+# --------------------------------------------------------------------------------------------
+# sensor-adaptive densification
+# --------------------------------------------------------------------------------------------
+@dataclass
+class LidarSpacing:
+    """Angular sampling of a spinning LiDAR (result of :func:`estimate_lidar_spacing`).
+
+    Attributes:
+        azimuth_rad: horizontal angle between consecutive firings of one laser, radians.
+        elevation_rad: typical vertical angle between adjacent laser rings, radians.
+        source: ``"rings"`` (ring field), ``"points"`` (elevation / azimuth neighbourhoods),
+            ``"config"`` (``lidar_spacing_deg``) or ``"fallback"`` (``fallback_spacing_deg``).
+    """
+
+    azimuth_rad: float
+    elevation_rad: float
+    source: str
+
+    def degrees(self) -> Tuple[float, float]:
+        """``(azimuth, elevation)`` in degrees."""
+        return float(np.degrees(self.azimuth_rad)), float(np.degrees(self.elevation_rad))
+
+
+# plausible spinning-LiDAR spacings (deg): Ouster OS2-128 0.18 vertical .. VLP-16 2.0 / 4 deg;
+# azimuth 0.05 (Pandar128 at 5 Hz) .. 1.0
+_EL_RANGE_DEG = (0.05, 5.0)
+_AZ_RANGE_DEG = (0.01, 2.0)
+_MIN_SAMPLES = 50
+
+
+def _group_median(keys: np.ndarray, values: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
+    """Per-key median of ``values`` (lower median), vectorized: ``(unique keys, medians, counts)``."""
+    order = np.lexsort((values, keys))
+    k, v = keys[order], values[order]
+    start = np.flatnonzero(np.r_[True, k[1:] != k[:-1]])
+    counts = np.diff(np.r_[start, k.size])
+    return k[start], v[start + (counts - 1) // 2], counts
+
+
+def _sorted_run_diffs(keys: np.ndarray, values: np.ndarray) -> np.ndarray:
+    """Differences of consecutive ``values`` sorted within each ``keys`` group (groups not mixed)."""
+    order = np.lexsort((values, keys))
+    k, v = keys[order], values[order]
+    same = k[1:] == k[:-1]
+    return np.diff(v)[same]
+
+
+def estimate_lidar_spacing(
+    points: np.ndarray,
+    rings: Optional[np.ndarray] = None,
+    fallback_deg: Tuple[float, float] = (0.2, 0.4),
+    min_range_m: float = 1.0,
+) -> LidarSpacing:
+    """Estimate a spinning LiDAR's azimuth and ring (elevation) spacing from one scan.
+
+    Angles are taken in the LiDAR frame (REP 103: z up): elevation ``atan2(z, hypot(x, y))``,
+    azimuth ``atan2(y, x)``; points nearer than ``min_range_m`` horizontally (e.g. nuScenes'
+    no-return points at the origin) and non-finite ones are ignored.
+
+    * With ``rings``: elevation spacing = median difference between the sorted per-ring median
+      elevations (adjacent rings); azimuth spacing = median difference of consecutive azimuths
+      within a ring. nuScenes HDL-32E: 1.33 deg, 0.33 deg.
+    * Without: azimuth spacing = median angular nearest-neighbour distance with elevation
+      weighted x20 (the nearest point is the same laser's next firing); elevation spacing =
+      median of the elevation steps between consecutive points of narrow azimuth columns (one
+      azimuth step wide; steps below 0.3x their median - same-laser duplicates - are dropped
+      and the median retaken). KITTI HDL-64E (0.33 / 0.5 deg blocks): ~0.37 deg, 0.18 deg.
+
+    Estimates outside plausible ranges (elevation 0.05..5 deg, azimuth 0.01..2 deg) or from fewer
+    than 50 samples are replaced by ``fallback_deg`` (``source = "fallback"`` when both are).
+
+    Args:
+        points: (N, >=3) LiDAR frame, metres.
+        rings: optional (N,) integer laser ring per point (any order of ring ids).
+        fallback_deg: ``(azimuth, elevation)`` degrees.
+        min_range_m: horizontal range below which points are ignored, metres.
+
+    Returns:
+        :class:`LidarSpacing` (radians).
+
+    Raises:
+        DriveSegmentError: bad shapes, ``rings`` of the wrong length.
+
+    Source: Velodyne HDL-32E / HDL-64E manuals (laser elevation tables); the range-image rows of
+    Bogoslavskyi & Stachniss (2017) used by Drive&Segment Sec. 3.1 assume the same ring structure.
+    """
+    xyz = _check_xyz(points).astype(np.float64, copy=False)
+    r = np.hypot(xyz[:, 0], xyz[:, 1])
+    ok = np.isfinite(r) & np.isfinite(xyz[:, 2]) & (r > float(min_range_m))
+    if rings is not None:
+        rings = np.asarray(rings).reshape(-1)
+        if rings.shape[0] != xyz.shape[0]:
+            raise DriveSegmentError(f"rings has {rings.shape[0]} entries for {xyz.shape[0]} points")
+        ok &= np.isfinite(rings.astype(np.float64))
+    el = np.arctan2(xyz[ok, 2], r[ok])
+    az = np.arctan2(xyz[ok, 1], xyz[ok, 0])
+    az_est = el_est = np.nan
+    source = "points"
+    if rings is not None and el.size >= _MIN_SAMPLES:
+        ring = rings[ok].astype(np.int64)
+        _, med, counts = _group_median(ring, el)
+        med = np.sort(med[counts >= 10])
+        if med.size >= 3:
+            d = np.diff(med)
+            d = d[d > np.radians(0.01)]
+            if d.size >= 2:
+                el_est = float(np.median(d))
+        daz = _sorted_run_diffs(ring, az)
+        daz = daz[daz > 1e-6]
+        if daz.size >= _MIN_SAMPLES:
+            az_est = float(np.median(daz))
+        source = "rings"
+    if (not np.isfinite(el_est) or not np.isfinite(az_est)) and el.size >= _MIN_SAMPLES:
+        from scipy.spatial import cKDTree
+
+        source = "points"
+        if not np.isfinite(az_est):
+            ang = np.stack([az, 20.0 * el], 1)
+            dist, _ = cKDTree(ang).query(ang, k=2)
+            dn = dist[:, 1]
+            dn = dn[np.isfinite(dn) & (dn > 1e-6)]
+            if dn.size >= _MIN_SAMPLES:
+                az_est = float(np.median(dn))
+        if not np.isfinite(el_est) and np.isfinite(az_est) and az_est > 0:
+            col = np.floor((az + np.pi) / az_est).astype(np.int64)
+            d = _sorted_run_diffs(col, el)
+            d = d[d > 1e-6]
+            if d.size >= _MIN_SAMPLES:
+                d = d[d > 0.3 * np.median(d)]
+                el_est = float(np.median(d))
+    fb_az, fb_el = (float(np.radians(v)) for v in fallback_deg)
+    az_ok = np.isfinite(az_est) and _AZ_RANGE_DEG[0] <= np.degrees(az_est) <= _AZ_RANGE_DEG[1]
+    el_ok = np.isfinite(el_est) and _EL_RANGE_DEG[0] <= np.degrees(el_est) <= _EL_RANGE_DEG[1]
+    if not (az_ok or el_ok):
+        source = "fallback"
+    if not (az_ok and el_ok):
+        LOG.debug("LiDAR spacing estimate az=%s el=%s rad implausible / missing, using fallback %s deg",
+                  az_est, el_est, fallback_deg)
+    return LidarSpacing(az_est if az_ok else fb_az, el_est if el_ok else fb_el, source)
+
+
+def lidar_spacing(points: np.ndarray, rings: Optional[np.ndarray], config: ProjectionConfig) -> LidarSpacing:
+    """Spacing used by :func:`segment_map`: ``config.lidar_spacing_deg`` when set, else
+    :func:`estimate_lidar_spacing` with ``config.fallback_spacing_deg``."""
+    if config.lidar_spacing_deg is not None:
+        az, el = config.lidar_spacing_deg
+        return LidarSpacing(float(np.radians(az)), float(np.radians(el)), "config")
+    return estimate_lidar_spacing(points, rings, config.fallback_spacing_deg)
+
+
+def _odd_round(x: float) -> int:
+    """Nearest odd integer >= 1 (kernels centred on their pixel)."""
+    return max(1, 2 * int(np.floor((float(x) - 1.0) / 2.0 + 0.5)) + 1)
+
+
+def densify_kernel_px(spacing: Optional[LidarSpacing], camera: CameraModel, config: ProjectionConfig) -> Tuple[int, int]:
+    """Closing / gap-fill extent ``(width, height)`` in pixels for one camera.
+
+    ``width = max(closing_px[0], odd_round(fx * spacing.azimuth_rad * spacing_margin))`` and
+    ``height = max(closing_px[1], odd_round(fy * spacing.elevation_rad * spacing_margin))``, each
+    clipped to ``closing_max_px`` (never below ``closing_px``); ``spacing = None`` or
+    ``config.adaptive = False`` gives ``closing_px``. Example: nuScenes CAM_FRONT (fy = 1266 px),
+    1.334 deg, margin 1.5 -> 45 px; KITTI (fy = 721 px), ~0.37 deg -> 7 px (= the minimum).
+    """
+    kw, kh = config.closing_px
+    if spacing is None or not config.adaptive:
+        return int(kw), int(kh)
+    fx, fy = float(camera.K[0, 0]), float(camera.K[1, 1])
+    m = float(config.spacing_margin)
+    aw = min(_odd_round(abs(fx) * spacing.azimuth_rad * m), config.closing_max_px[0])
+    ah = min(_odd_round(abs(fy) * spacing.elevation_rad * m), config.closing_max_px[1])
+    return max(int(kw), aw), max(int(kh), ah)
+
+
+def _fill_gaps_rows(out: np.ndarray, occupied: np.ndarray, max_gap: int) -> None:
+    """Vertical gap fill on C-contiguous ``out`` / ``occupied`` (both modified in place).
+
+    A run of ``n < max_gap`` non-occupied pixels between two occupied pixels of a column takes,
+    pixel by pixel, the label of the nearer end (ties: the upper one); an end that is an
+    unlabelled surface (``out == -1``) gives -1. A run touching the top / bottom image border
+    (the next ring lies outside the image) takes its one occupied end's label when its length
+    up to the border is ``< max_gap``. Vectorized with running max / min
+    of occupied row indices (int16 / int32), on the band of rows holding occupied pixels.
+    """
+    H, W = out.shape
+    any_row = occupied.any(axis=1)
+    if max_gap <= 1 or not any_row.any():
+        return
+    r0 = int(np.argmax(any_row))
+    r1 = H - int(np.argmax(any_row[::-1]))
+    r0, r1 = max(r0 - max_gap, 0), min(r1 + max_gap, H)
+    occ = occupied[r0:r1]
+    lab = out[r0:r1]
+    h = r1 - r0
+    dt = np.int16 if H < 2 ** 15 - 2 else np.int32
+    rows = np.arange(r0, r1, dtype=dt)[:, None]
+    above = np.where(occ, rows, dt(-1))
+    np.maximum.accumulate(above, axis=0, out=above)
+    below = np.where(occ, rows, dt(H))[::-1]
+    below = np.ascontiguousarray(np.minimum.accumulate(below, axis=0)[::-1])
+    has_a, has_b = above >= 0, below < H
+    # run length between the two ends; a run open at the border is counted up to the border
+    run = np.where(has_b, below, dt(H)).astype(np.int32) - np.where(has_a, above, dt(-1)) - 1
+    cand = ~occ & (has_a | has_b) & (run < max_gap)
+    if not cand.any():
+        return
+    up = np.where(has_a, above, below)  # dense: ~40 % of the band are candidates
+    dn = np.where(has_b, below, above)
+    src = np.where(rows - up <= dn - rows, up, dn).astype(np.int32)
+    src -= r0
+    np.clip(src, 0, h - 1, out=src)
+    src *= W
+    src += np.arange(W, dtype=np.int32)
+    np.copyto(lab, np.take(lab.ravel(), src), where=cand)
+    occ |= cand
+
+
+def _fill_gaps(out: np.ndarray, occupied: np.ndarray, max_gap_v: int, max_gap_h: int) -> None:
+    """Gap fill between occupied pixels: vertical runs shorter than ``max_gap_v``, then horizontal
+    runs shorter than ``max_gap_h`` (see :func:`_fill_gaps_rows`); ``out`` modified in place."""
+    occupied = occupied.copy()
+    _fill_gaps_rows(out, occupied, max_gap_v)
+    if max_gap_h > 1:
+        out_t = np.ascontiguousarray(out.T)
+        _fill_gaps_rows(out_t, np.ascontiguousarray(occupied.T), max_gap_h)
+        out[...] = out_t.T
+
+
 def segment_map(
     points: np.ndarray,
     point_ids: np.ndarray,
     camera: CameraModel,
     T_cam_lidar: np.ndarray,
     config: Optional[ProjectionConfig] = None,
+    rings: Optional[np.ndarray] = None,
+    spacing: Optional[LidarSpacing] = None,
 ) -> np.ndarray:
     """Dense, occlusion-aware segment mask from labelled LiDAR points.
 
@@ -422,8 +711,13 @@ def segment_map(
     depth, and each pixel takes the id of the nearest covering point, so nearer surfaces occlude
     farther ones and points with ``id < 0`` occlude without labelling; (3) optional per-segment
     morphological closing / convex hull, accepted only on unlabelled pixels with no nearer
-    surface (``zbuf >= seg_min_depth - tolerance``), nearest segments first; (4) segments with
-    fewer than ``min_pixels`` pixels are dropped.
+    surface (``zbuf >= seg_min_depth - tolerance``), nearest segments first; the kernel adapts
+    to the sensor (:func:`densify_kernel_px` from :func:`estimate_lidar_spacing`); (4) gap fill:
+    short empty vertical runs between two occupied pixels (rows between two LiDAR rings,
+    typically of two different segments, e.g. ground cells) take the nearer end's label, then
+    likewise short horizontal runs - only pixels with no point / splat at all, so nothing is
+    labelled over a nearer surface and nothing grows outwards; (5) segments with fewer than
+    ``min_pixels`` pixels are dropped. Steps 3-4 run only when ``closing_px`` is on.
 
     Args:
         points: (N, >=3) LiDAR frame, metres.
@@ -431,6 +725,9 @@ def segment_map(
         camera: camera model (image size, K, D).
         T_cam_lidar: (4, 4) LiDAR -> camera optical frame.
         config: :class:`ProjectionConfig` (defaults when ``None``).
+        rings: optional (N,) laser ring per point, for :func:`estimate_lidar_spacing`.
+        spacing: precomputed :class:`LidarSpacing` of this scan (e.g. shared by several cameras);
+            ``None`` = ``config.lidar_spacing_deg`` or estimated from ``points`` / ``rings``.
 
     Returns:
         (H, W) int32 segment ids, -1 = unlabelled.
@@ -458,8 +755,17 @@ def segment_map(
     out[has] = np.where(ids[winner[has]] >= 0, ids[winner[has]], -1).astype(np.int32)
 
     do_close = min(config.closing_px) > 1
+    kernel = (0, 0)
+    if do_close:
+        if config.adaptive and spacing is None:
+            spacing = lidar_spacing(points, rings, config)
+        kernel = densify_kernel_px(spacing, camera, config)
+        LOG.debug("segment_map %s: spacing %s -> closing kernel %s px", camera.frame_id,
+                  None if spacing is None else spacing.degrees(), kernel)
     if do_close or config.hull:
-        _fill_segments(out, zbuf, rows, cols, depth, ids, config)
+        _fill_segments(out, zbuf, rows, cols, depth, ids, config, kernel)
+    if do_close and config.gap_fill:
+        _fill_gaps(out, (out >= 0) | np.isfinite(zbuf), kernel[1], kernel[0])
 
     if config.min_pixels > 1:
         _drop_small(out, config.min_pixels)
@@ -491,9 +797,11 @@ def _fill_segments(
     depth: np.ndarray,
     ids: np.ndarray,
     config: ProjectionConfig,
+    kernel_px: Tuple[int, int],
 ) -> None:
     """Per-segment closing / convex hull bounded by depth discontinuities (in place on ``out``).
 
+    ``kernel_px``: closing rectangle ``(width, height)``, no closing when either is <= 1.
     Loops over segments (not points), each on its bounding-box ROI.
     """
     import cv2
@@ -515,7 +823,7 @@ def _fill_segments(
     np.maximum.at(rmax, inv, r)
     np.minimum.at(cmin, inv, c)
     np.maximum.at(cmax, inv, c)
-    kw, kh = config.closing_px
+    kw, kh = kernel_px
     # rectangular kernel: OpenCV runs it as separable row / column passes (several times faster than an ellipse)
     kernel = cv2.getStructuringElement(cv2.MORPH_RECT, (max(kw, 1), max(kh, 1))) if min(kw, kh) > 1 else None
     pad_r, pad_c = (kh // 2 + 1, kw // 2 + 1) if kernel is not None else (1, 1)
@@ -603,7 +911,8 @@ def compute_segment_map(
     ``segment_scan(frame.points, proposal_config, rings=frame.rings)`` gives object segments
     (ids ``0 .. n_segments-1``) and ground; ``ground_cell_ids(points, labels,
     proposal_config.ground_cell_m)`` splits the ground into x/y cells, which get ids
-    ``n_segments + cell``; unassigned points (-2) only occlude. Then :func:`segment_map`.
+    ``n_segments + cell``; unassigned points (-2) only occlude. Then :func:`segment_map`
+    (with ``frame.rings`` for the sensor-adaptive densification).
 
     Args:
         frame: a :class:`DriveFrame` (image, points (N, 4) LiDAR frame, camera, T_cam_lidar, rings).
@@ -641,7 +950,7 @@ def compute_segment_map(
     n_seg = int(proposals.n_segments)
     ids = np.asarray(ground_cell_ids(points, proposals.labels, proposal_config.ground_cell_m)).astype(np.int64)
     n_cells = int(ids.max()) + 1 - n_seg if ids.size and ids.max() >= n_seg else 0
-    smap = segment_map(points, ids, frame.camera, frame.T_cam_lidar, projection_config)
+    smap = segment_map(points, ids, frame.camera, frame.T_cam_lidar, projection_config, rings=frame.rings)
     is_ground = np.zeros(n_seg + n_cells, dtype=bool)
     is_ground[n_seg:] = True
     LOG.debug(

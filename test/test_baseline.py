@@ -68,7 +68,7 @@ def test_colour_scenes_recovered_exactly(normalize):
     cen = fit_pixel_kmeans(bb, [im for im, _ in scenes], k=3, max_pixels_per_image=2000, seed=0, normalize=normalize,
                            n_init=3)
     assert cen.shape == (3, 3) and cen.dtype == np.float32
-    preds = [predict_pixel_kmeans(bb, cen, im, normalize=normalize, band_rows=10) for im, _ in scenes]
+    preds = [predict_pixel_kmeans(bb, cen, im, normalize=normalize, band_elements=3 * 96 * 10) for im, _ in scenes]
     assert preds[0].shape == (64, 96)
     res = evaluate_predictions(preds, [r for _, r in scenes], n_pred=3, n_gt=3)
     # every pixel (boundary pixels included: the bilinear blend weighs the own colour >= 0.625)
@@ -101,3 +101,22 @@ def test_real_image_smoke(kitti_dir):
     assert (counts > 0).sum() >= 4  # real image splits into several clusters
     # the sky-free top rows and the road bottom rows of KITTI 000008 mostly differ in cluster
     assert np.bincount(pred[-40:].ravel()).argmax() != np.bincount(pred[:40].ravel()).argmax()
+
+
+@pytest.mark.parametrize("normalize", [True, False])
+def test_predict_equals_full_upsampling_reference(normalize, monkeypatch):
+    """Banded grid_sample prediction == upsample the whole (C,H,W) map with torch, then nearest centroid."""
+    import drive_segment_training.baseline as B
+
+    rng = np.random.default_rng(4)
+    F = torch.from_numpy(rng.normal(size=(16, 7, 9)).astype(np.float32))
+    cell = (50 / 7 * 0.9, 70 / 9 * 0.95)  # padded grid: cells slightly smaller than H/h
+    monkeypatch.setattr(B, "image_features", lambda bb, rgb, ms, win: (F, cell))
+    cen = rng.normal(size=(5, 16)).astype(np.float32)
+    pred = B.predict_pixel_kmeans(None, cen, np.zeros((50, 70, 3), np.uint8), normalize=normalize, band_elements=16 * 16 * 70)
+    ys, xs = np.mgrid[0:50, 0:70]
+    X = sample_pixel_features(F, ys.ravel(), xs.ravel(), cell)  # checked against torch above
+    if normalize:
+        X = X / np.linalg.norm(X, axis=1, keepdims=True)
+    ref = ((X[:, None, :] - cen[None]) ** 2).sum(-1).argmin(1).reshape(50, 70)
+    np.testing.assert_array_equal(pred, ref)

@@ -11,7 +11,6 @@ import torch
 from drive_segment_ros.inference import backends as B
 from drive_segment_ros.inference.backends import (
     InferenceBackend,
-    SegmentationModel,
     backend_kind_for,
     create_backend,
     decode_metadata,
@@ -227,3 +226,28 @@ def test_tensorrt_matches_onnxruntime(artifacts, kitti_rgb, tmp_path):
     ids_t, _ = m_trt.predict(kitti_rgb)
     ids_o, _ = m_ort.predict(kitti_rgb)
     assert np.mean(ids_t == ids_o) > 0.99
+
+
+def test_torch_bf16_autocast_and_channels_last_stay_close_to_fp32(artifacts):
+    # the CUDA fast path (bf16 autocast + NHWC) exercised on CPU: bf16 keeps ~3 significant digits
+    ckpt, _, _ = artifacts["conv"]
+    x = np.random.default_rng(5).standard_normal((1, 3) + SIZE).astype(np.float32)
+    fp32 = create_backend("torch", ckpt, device="cpu")
+    fast = create_backend("torch", ckpt, device="cpu", bf16=True, channels_last=True)
+    assert (fp32.bf16, fp32.channels_last, fast.bf16, fast.channels_last) == (False, False, True, True)
+    a, b = fp32.infer(x), fast.infer(x)
+    assert b.dtype == np.float32
+    scale = np.abs(a).max()
+    assert 0 < np.abs(a - b).max() < 0.05 * scale  # really ran in bf16, and stayed close
+    assert np.mean(a.argmax(1) == b.argmax(1)) > 0.8
+
+
+def test_torch_and_onnxruntime_agree_on_a_nuscenes_camera(artifacts, nuscenes_dir):
+    path = sorted(nuscenes_dir.glob("*CAM_FRONT__*.jpg"))[0]
+    rgb = cv2.cvtColor(cv2.imread(str(path)), cv2.COLOR_BGR2RGB)
+    assert rgb.shape == (900, 1600, 3)
+    ckpt, onnx_path, _ = artifacts["conv"]
+    ids_t, _ = load_model(ckpt, device="cpu").predict(rgb)
+    ids_o, _ = load_model(onnx_path, device="cpu").predict(rgb)
+    assert ids_t.shape == (900, 1600)
+    assert np.mean(ids_t == ids_o) > 0.999 and len(np.unique(ids_t)) >= 2

@@ -106,7 +106,6 @@ def simulate_scan(slope: float = 0.0, noise: float = 0.0, seed: int = 0, max_ran
     pts = d[keep] * t_best[keep, None]
     if noise:
         pts = pts + np.random.default_rng(seed).normal(0, noise, pts.shape)
-    # a few ground hits hidden under an object (behind the box bottom) are impossible by construction
     intensity = np.zeros((pts.shape[0], 1))
     return np.hstack([pts, intensity]).astype(np.float32), ring[keep].copy(), gt[keep].copy()
 
@@ -266,6 +265,15 @@ def test_segments_respect_size_limits(flat_scene):
     assert prop.n_segments == np.count_nonzero((np.array(big.stats["sizes"]) >= 50) & (np.array(big.stats["sizes"]) <= 400))
 
 
+def test_tune_malloc_changes_no_result(flat_scene):
+    from drive_segment_ros.proposals import tune_malloc
+
+    pts, rings, gt = flat_scene
+    before = segment_scan(pts, synthetic_config(), rings=rings).labels
+    assert isinstance(tune_malloc(), bool)
+    np.testing.assert_array_equal(segment_scan(pts, synthetic_config(), rings=rings).labels, before)
+
+
 def test_relabel_segments_known_answer():
     raw = np.array([5, 5, 5, -1, 2, 2, 7, 7, 7, 7, -2, 9])
     out = relabel_segments(raw, min_size=2, max_size=3)
@@ -367,7 +375,7 @@ def test_ground_cell_ids_known_answer():
     pts = np.array([[0.5, 0.5, -1], [3.9, 3.9, -1], [4.1, 0.0, -1], [-0.1, 0.0, -1], [1, 1, 0], [9, 9, 9], [2, 2, 0]], float)
     labels = np.array([GROUND, GROUND, GROUND, GROUND, 0, UNASSIGNED, 1])
     out = ground_cell_ids(pts, labels, cell_m=4.0)
-    # cells: (0,0) x2, (1,0), (-1,-1)... sorted lexicographically: (-1,0) < (0,0) < (1,0)
+    # 2 object segments; ground cells (-1,0) < (0,0) < (1,0) (lexicographic) -> ids 2, 3, 4
     np.testing.assert_array_equal(out, [3, 3, 4, 2, 0, -1, 1])
     assert out.dtype == np.int32
     none = ground_cell_ids(pts[4:], labels[4:], 4.0)
@@ -425,6 +433,9 @@ def test_real_kitti_scan(kitti_dir, backend):
     pts = _kitti(kitti_dir)
     prop = segment_scan(pts, ProposalConfig(backend=backend))
     _check_real(prop, ("kitti", backend))
+    if backend == "range_image":  # HDL-64E: 64 elevation rows, ~2000 firings per revolution
+        image = build_range_image(pts, ProposalConfig())
+        assert image.rows == 64 and 1500 <= image.cols <= 2300
     ground = pts[prop.labels == GROUND]
     # the road is ~1.73 m below the HDL-64E: ground points lie low, segments reach higher
     assert np.median(ground[:, 2]) < -1.4

@@ -7,8 +7,8 @@ the *same* backbone and the *same* k as the LiDAR pipeline so the two numbers ar
 * :func:`fit_pixel_kmeans` -- sample pixels of the (bilinearly upsampled) feature maps of a set of
   images and fit scikit-learn k-means (the same :func:`~drive_segment_training.pseudo_labels.fit_pseudo_classes`).
 * :func:`predict_pixel_kmeans` -- per-pixel nearest centroid at full image resolution (features
-  upsampled with ``align_corners=False`` bilinear interpolation, processed in row bands so the
-  (C, H, W) map is never held at once).
+  upsampled with ``align_corners=False`` bilinear interpolation, ``grid_sample`` in row bands so
+  the (C, H, W) map is never held at once).
 """
 from __future__ import annotations
 
@@ -103,6 +103,17 @@ def fit_pixel_kmeans(
     return fit_pseudo_classes(X, k=k, seed=seed, n_init=n_init)
 
 
+def _band_grid(rows: np.ndarray, W: int, h: int, w: int, cy: float, cx: float):
+    """``grid_sample`` grid (1, b, W, 2) that samples feature coordinate ``(p + 0.5) / cell - 0.5``
+    for every pixel of the given rows (``align_corners=False``; border padding = the same clamping
+    as :func:`~drive_segment_training.pseudo_labels.bilinear_taps`)."""
+    import torch
+
+    gx = torch.as_tensor((np.arange(W) + 0.5) * 2.0 / (cx * w) - 1.0, dtype=torch.float32)
+    gy = torch.as_tensor((np.asarray(rows) + 0.5) * 2.0 / (cy * h) - 1.0, dtype=torch.float32)
+    return torch.stack(torch.broadcast_tensors(gx[None, :], gy[:, None]), dim=-1)[None]
+
+
 def predict_pixel_kmeans(
     backbone,
     centroids: np.ndarray,
@@ -110,19 +121,24 @@ def predict_pixel_kmeans(
     normalize: bool = True,
     max_side: Optional[int] = 1024,
     window: Optional[int] = None,
-    band_rows: int = 64,
+    band_elements: int = 1 << 25,
 ) -> np.ndarray:
-    """Per-pixel nearest centroid on features upsampled to the image size.
+    """Per-pixel nearest centroid on features bilinearly upsampled to the image size.
 
-    Features are bilinearly upsampled (separably, one band of ``band_rows`` rows at a time, in
-    torch), optionally L2-normalised, and each pixel takes the nearest centroid (squared Euclidean).
+    The nearest centroid minimises ``|c_k|^2 - 2 u.c_k`` (raw pixel feature ``u``) or
+    ``|c_k|^2 - 2 u.c_k / |u|`` (``normalize=True``: L2-normalised pixel features, as in
+    :func:`fit_pixel_kmeans`). Bilinear upsampling is linear, so ``u.c_k`` is the upsampled
+    (k, h, w) score map ``F.c_k`` (k channels instead of C); ``|u|`` needs the upsampled features
+    themselves. Both are sampled with ``torch.nn.functional.grid_sample`` (bilinear,
+    ``align_corners=False``, border clamping = :func:`sample_pixel_features`) one band of rows at a
+    time, so at most ``band_elements`` floats of features are held (never the (C, H, W) map).
 
     Args:
         backbone: as in :func:`fit_pixel_kmeans`.
         centroids: (k, C) float centroids from :func:`fit_pixel_kmeans`.
         rgb: (H, W, 3) uint8 RGB.
         normalize, max_side, window: must match the fit.
-        band_rows: rows processed at once (memory ~ C * band_rows * W floats).
+        band_elements: rows per band = ``band_elements // (C * W)`` (at least 1).
 
     Returns:
         (H, W) int64 cluster ids in ``[0, k)``.
@@ -131,6 +147,7 @@ def predict_pixel_kmeans(
         DriveSegmentError: centroid dimension differs from the feature channels, bad image.
     """
     import torch
+    import torch.nn.functional as tF
 
     rgb = np.asarray(rgb)
     feats, (cy, cx) = image_features(backbone, rgb, max_side, window)
@@ -140,19 +157,19 @@ def predict_pixel_kmeans(
     if cen.ndim != 2 or cen.shape[1] != C:
         raise DriveSegmentError(f"centroids {tuple(cen.shape)} do not match {C}-channel features")
     H, W = rgb.shape[:2]
-    x0, x1, lx = (torch.as_tensor(a) for a in bilinear_taps(np.arange(W), w, cx))
-    cnorm = (cen * cen).sum(dim=1)
+    S = torch.einsum("chw,kc->khw", F, cen)[None]  # (1, k, h, w) scores F . c_k
+    cnorm = (cen * cen).sum(1)[:, None, None]
+    band = max(1, int(band_elements) // (C * W))
     out = np.empty((H, W), np.int64)
-    for r0 in range(0, H, band_rows):
-        rows = np.arange(r0, min(H, r0 + band_rows))
-        y0, y1, ly = (torch.as_tensor(a) for a in bilinear_taps(rows, h, cy))
-        Fy = F[:, y0, :] * (1 - ly)[None, :, None] + F[:, y1, :] * ly[None, :, None]  # (C, b, w)
-        Fxy = Fy[:, :, x0] * (1 - lx) + Fy[:, :, x1] * lx  # (C, b, W)
-        X = Fxy.permute(1, 2, 0).reshape(-1, C)
-        if normalize:
-            X = X / X.norm(dim=1, keepdim=True).clamp_min(1e-8)
-        d = cnorm[None, :] - 2.0 * (X @ cen.T)
-        out[r0:r0 + rows.size] = d.argmin(dim=1).reshape(rows.size, W).numpy()
+    with torch.no_grad():
+        for r0 in range(0, H, band):
+            rows = np.arange(r0, min(H, r0 + band))
+            grid = _band_grid(rows, W, h, w, cy, cx)
+            dot = tF.grid_sample(S, grid, mode="bilinear", padding_mode="border", align_corners=False)[0]
+            if normalize:
+                U = tF.grid_sample(F[None], grid, mode="bilinear", padding_mode="border", align_corners=False)[0]
+                dot = dot / U.norm(dim=0).clamp_min(1e-8)
+            out[r0:r0 + rows.size] = (cnorm - 2.0 * dot).argmin(dim=0).numpy()
     return out
 
 

@@ -84,10 +84,11 @@ def _check_data(root: Path) -> Dict[str, Path]:
     return dirs
 
 
-def _train_config(cfg: DemoConfig, pseudo_dir: Path, out_dir: Path, iterations: int):
+def _train_config(cfg: DemoConfig, pseudo_dir: Path, out_dir: Path, iterations: int, stage: str):
+    """``config/train.yaml`` (+ its ``<stage>:`` section) with the demo's small CPU settings on top."""
     from drive_segment_training.distill import TrainConfig
 
-    return TrainConfig(
+    overrides: Dict[str, Any] = dict(
         pseudo_dir=str(pseudo_dir),
         out_dir=str(out_dir),
         backbone=cfg.backbone,
@@ -100,8 +101,10 @@ def _train_config(cfg: DemoConfig, pseudo_dir: Path, out_dir: Path, iterations: 
         device=cfg.device,
         checkpoint_every=max(iterations, 1),
         log_every=max(iterations // 10, 1),
-        ema_decay=0.99,
     )
+    if stage == "student":
+        overrides["ema_decay"] = 0.99  # few iterations: a faster-moving EMA teacher
+    return TrainConfig.from_yaml(None, stage, **overrides)
 
 
 def run_demo(cfg: DemoConfig) -> Path:
@@ -144,10 +147,10 @@ def run_demo(cfg: DemoConfig) -> Path:
         )
     pseudo_dir = out / "pseudo"
     with _timed(timings, "4 teacher"):
-        teacher_ckpt = train_teacher(_train_config(cfg, pseudo_dir, out / "teacher", cfg.teacher_iterations))
+        teacher_ckpt = train_teacher(_train_config(cfg, pseudo_dir, out / "teacher", cfg.teacher_iterations, "teacher"))
     with _timed(timings, "5 student"):
         student_ckpt = train_student(
-            _train_config(cfg, pseudo_dir, out / "student", cfg.student_iterations), teacher_ckpt
+            _train_config(cfg, pseudo_dir, out / "student", cfg.student_iterations, "student"), teacher_ckpt
         )
 
     backbone = build_backbone(cfg.backbone, weights=cfg.backbone_weights)

@@ -217,10 +217,16 @@ class TrainConfig:
 
 
 def default_config_path() -> Optional[Path]:
-    """``config/train.yaml`` of the source tree or of the installed ament share dir, or None."""
+    """``config/train.yaml`` of the source tree, ``sys.prefix/share`` or the ament share dir, or None."""
     here = Path(__file__).resolve().parent
     candidates = [here.parent / "config" / "train.yaml",
                   Path(sys.prefix) / "share" / "drive_segment_ros" / "config" / "train.yaml"]
+    try:  # colcon / ament install: <install>/share/drive_segment_ros/config/train.yaml
+        from ament_index_python.packages import get_package_share_directory
+
+        candidates.append(Path(get_package_share_directory("drive_segment_ros")) / "config" / "train.yaml")
+    except Exception:  # not installed with ament, or ament_index_python missing
+        pass
     for cand in candidates:
         if cand.is_file():
             return cand

@@ -445,6 +445,7 @@ class PseudoLabeler:
         self.proposal_config = self.config.proposal_config()
         self.projection_config = self.config.projection_config()
         self.centroids = None
+        self._proposals_cache = None  # ((lidar_topic, lidar_stamp_ns, n_points), Proposals) of the last scan
         if centroids is not None:
             self.set_centroids(centroids)
 
@@ -465,7 +466,13 @@ class PseudoLabeler:
         """Proposals + projection (``compute_segment_map``) and per-segment mean backbone features."""
         from drive_segment_ros.projection import compute_segment_map
 
-        smap, is_ground, _ = compute_segment_map(frame, self.proposal_config, self.projection_config)
+        # Several cameras pair with the same scan: segment it once (cache keyed by topic + stamp).
+        key = (frame.lidar_topic, int(frame.lidar_stamp_ns), int(frame.points.shape[0]))
+        cached = self._proposals_cache if self._proposals_cache and self._proposals_cache[0] == key else None
+        smap, is_ground, proposals = compute_segment_map(
+            frame, self.proposal_config, self.projection_config, proposals=cached[1] if cached else None
+        )
+        self._proposals_cache = (key, proposals)
         feats, cell = image_features(self.backbone, np.asarray(frame.image), self.config.max_side, self.config.window)
         ids, pooled, counts = pool_segment_features(feats, smap, cell_size=cell, normalize=False)
         return FrameSegments(smap.astype(np.int32), np.asarray(is_ground, bool), ids, pooled, counts)
@@ -546,11 +553,11 @@ def _feature_cache_key(config: PseudoLabelConfig, backbone) -> str:
     return hashlib.sha1(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
-def _safe_name(text: str) -> str:
+def safe_name(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", text).strip("_") or "frame"
 
 
-def _write_png(path: Path, image: np.ndarray) -> None:
+def write_png(path: Path, image: np.ndarray) -> None:
     import cv2
 
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -559,7 +566,7 @@ def _write_png(path: Path, image: np.ndarray) -> None:
         raise DriveSegmentError(f"cannot write {path}")
 
 
-def _preview(rgb: np.ndarray, label_map: np.ndarray, k: int) -> np.ndarray:
+def preview_image(rgb: np.ndarray, label_map: np.ndarray, k: int) -> np.ndarray:
     """Colour overlay of a partial label map (``visualization.palette`` / ``overlay``; ignored pixels dimmed)."""
     from drive_segment_ros.visualization import overlay, palette
 
@@ -568,9 +575,6 @@ def _preview(rgb: np.ndarray, label_map: np.ndarray, k: int) -> np.ndarray:
 
 
 #: Public names of the output helpers (the ROS pseudo_label_node writes the same files).
-safe_name = _safe_name
-write_png = _write_png
-preview_image = _preview
 
 
 def _iter_frames(bag: Path, image_topics: Optional[Sequence[str]]):
@@ -655,7 +659,7 @@ def run_pseudo_labelling(
             if max_frames is not None and len(frames) >= max_frames:
                 break
             for frame in _iter_frames(bag, cfg.image_topics):
-                name = _safe_name(f"{bag.name}__{frame.name}")
+                name = safe_name(f"{bag.name}__{frame.name}")
                 cache = out / "features" / f"{name}.npz"
                 seg_path, img_path = out / "segments" / f"{name}.npy", out / "images" / f"{name}.png"
                 hit = False
@@ -673,7 +677,7 @@ def run_pseudo_labelling(
                 else:
                     fs = labeler.segment_features(frame)
                     ids, feats, counts = fs.segment_ids, fs.feats, fs.pixel_counts
-                    _write_png(img_path, np.asarray(frame.image))
+                    write_png(img_path, np.asarray(frame.image))
                     np.save(seg_path, fs.segment_map)
                     np.savez(cache, segment_ids=ids, feats=feats, pixel_counts=counts, is_ground=fs.is_ground,
                              cache_key=np.array(key))
@@ -706,7 +710,7 @@ def run_pseudo_labelling(
         seg = np.load(out / f["segments"])
         ids, classes = labeler.classify(f.pop("_ids"), f.pop("_feats"), f.pop("_counts"))
         label = partial_label_map(seg, ids, classes)
-        _write_png(out / f["label"], label)
+        write_png(out / f["label"], label)
         cluster_sizes += np.bincount(label[label != IGNORE_INDEX], minlength=256)[: cfg.k]
         f["n_segments"] = int(ids.size)
         f["coverage"] = float((label != IGNORE_INDEX).mean())
@@ -714,7 +718,7 @@ def run_pseudo_labelling(
             import cv2
 
             rgb = cv2.imread(str(out / f["image"]), cv2.IMREAD_COLOR)[..., ::-1]
-            _write_png(out / "previews" / f"{f['name']}.png", _preview(rgb, label, cfg.k))
+            write_png(out / "previews" / f"{f['name']}.png", preview_image(rgb, label, cfg.k))
 
     desc = getattr(backbone_module, "description", cfg.backbone)
     selfsup = bool(getattr(backbone_module, "self_supervised", False))

@@ -20,7 +20,7 @@ and turn logits into class ids the same way:
 from __future__ import annotations
 
 import logging
-from typing import Optional, Sequence, Tuple, Union
+from typing import Optional, Sequence, Tuple
 
 import cv2
 import numpy as np

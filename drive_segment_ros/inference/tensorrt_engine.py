@@ -223,10 +223,16 @@ def build_engine(
     config = builder.create_builder_config()
     config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(workspace_gb * (1 << 30)))
     if fp16:
-        if builder.platform_has_fast_fp16:
-            config.set_flag(trt.BuilderFlag.FP16)
+        # platform_has_fast_fp16 is deprecated since TensorRT 10.5 (removed later): fall back to
+        # the compute capability (native FP16 arithmetic from sm_53 / sm_60 on).
+        fast = getattr(builder, "platform_has_fast_fp16", None)
+        if fast is None:
+            fast = tuple(int(v) for v in str(env["compute_capability"]).split(".")) >= (5, 3)
+        flag = getattr(trt.BuilderFlag, "FP16", None)
+        if fast and flag is not None:
+            config.set_flag(flag)
         else:
-            LOG.warning("this GPU has no fast FP16; building an FP32 engine")
+            LOG.warning("FP16 unavailable (GPU without fast FP16 or TensorRT without BuilderFlag.FP16); building FP32")
     cache_bytes = cache_path.read_bytes() if cache_path.is_file() else b""
     cache = config.create_timing_cache(cache_bytes)
     config.set_timing_cache(cache, ignore_mismatch=False)

@@ -118,7 +118,12 @@ class ProposalNode(NodeErrorMixin, Node):
 
     def __init__(self, node_name: str = "proposal_node", **kwargs: Any) -> None:
         super().__init__(node_name, **kwargs)
+        from drive_segment_ros.proposals import tune_malloc
         from drive_segment_ros.ros.msgtypes import rclpy_types
+
+        # A long-running node segments a scan every 50-100 ms: keep large buffers mapped instead
+        # of paying page faults for fresh arrays on every scan (see bench/bench_proposals.py).
+        tune_malloc()
         from drive_segment_ros.ros.qos import output_qos, sensor_qos
 
         self.types = rclpy_types()

@@ -224,21 +224,21 @@ class PseudoLabelNode(NodeErrorMixin, Node):
 
     def label(self, img: Any, cloud: Any) -> dict:
         """Label one pair, write its files, append to and rewrite ``index.json``; returns the frame record."""
-        from drive_segment_training.pseudo_labels import IGNORE_INDEX, _preview, _safe_name, _write_png
+        from drive_segment_training.pseudo_labels import IGNORE_INDEX, preview_image, safe_name, write_png
 
         frame = self.make_frame(img, cloud)
         label, segments = self.labeler.label_frame(frame)
-        name = _safe_name(f"{self.params['source_name']}__{frame.name}")
+        name = safe_name(f"{self.params['source_name']}__{frame.name}")
         rec = {
             "name": name, "image": f"images/{name}.png", "label": f"labels/{name}.png", "segments": f"segments/{name}.npy",
             "bag": str(self.params["source_name"]), "image_topic": frame.image_topic,
             "stamp_ns": int(frame.image_stamp_ns), "lidar_stamp_ns": int(frame.lidar_stamp_ns),
         }
-        _write_png(self.out_dir / rec["image"], frame.image)
-        _write_png(self.out_dir / rec["label"], label)
+        write_png(self.out_dir / rec["image"], frame.image)
+        write_png(self.out_dir / rec["label"], label)
         np.save(self.out_dir / rec["segments"], np.asarray(segments, dtype=np.int32))
         if self.params["previews"]:
-            _write_png(self.out_dir / "previews" / f"{name}.png", _preview(frame.image, label, self.labeler.k))
+            write_png(self.out_dir / "previews" / f"{name}.png", preview_image(frame.image, label, self.labeler.k))
         labelled = label != IGNORE_INDEX
         rec["n_segments"] = int(np.unique(segments[labelled]).size)
         rec["coverage"] = float(labelled.mean())

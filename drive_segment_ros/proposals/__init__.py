@@ -34,7 +34,7 @@ UNASSIGNED = -2
 
 __all__ = [
     "GROUND", "UNASSIGNED", "BACKENDS", "ProposalConfig", "Proposals", "segment_scan", "ground_cell_ids",
-    "relabel_segments",
+    "relabel_segments", "tune_malloc",
 ]
 
 
@@ -142,3 +142,11 @@ def segment_scan(points: np.ndarray, config: Optional[ProposalConfig] = None, ri
     }
     LOG.debug("segment_scan[%s]: %d points, %d ground, %d segments, %.1f ms", config.backend, n, n_ground, n_segments, time_ms)
     return Proposals(labels=labels, n_segments=n_segments, stats=stats)
+
+
+def tune_malloc(mmap_threshold_mb: int = 64, trim_threshold_mb: int = 256) -> bool:
+    """Opt-in allocator tuning for long-running processes (lazy wrapper of
+    :func:`drive_segment_ros.proposals.range_image.tune_malloc`; keeps scipy out of ``--help``)."""
+    from drive_segment_ros.proposals.range_image import tune_malloc as _tune
+
+    return _tune(mmap_threshold_mb, trim_threshold_mb)

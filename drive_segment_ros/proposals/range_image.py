@@ -14,12 +14,13 @@ authors (docs/METHOD.md, stage 2). Every step is vectorized with numpy; graph se
    ``max_gap_px`` pixels; columns wrap around (a 360 deg scan is closed; a cropped scan simply
    has no pixels at the seam).
 2. **Ground** (paper Sec. 3.1; depth_clustering ``DepthGroundRemover``). For each pixel, the
-   inclination ``atan2(|dz|, |d rho|)`` of the line to its lower neighbour (``rho`` horizontal
-   distance); the angle columns are smoothed over ``smooth_window`` pixels (moving average by
-   default, which dilutes a curb's single steep pair so the sidewalk stays ground; or
-   Savitzky-Golay as in depth_clustering); a pixel is a ground candidate when
-   ``min(raw, smoothed) < ground_angle_deg`` (the minimum keeps the smoothing from leaking the
-   steep angles of an object's face onto the ground at its foot).
+   inclination of the line to its lower neighbour, handled as its tangent ``|dz| / |d rho|``
+   (``rho`` horizontal distance; clipped at 45 deg; no per-pixel arctan). The columns are
+   smoothed over ``smooth_window`` pixels (moving average by default, which dilutes a curb's
+   single steep pair so the sidewalk stays ground; or Savitzky-Golay as in depth_clustering);
+   a pixel is a ground candidate when ``min(raw, smoothed) < tan(ground_angle_deg)`` (the
+   minimum keeps the smoothing from leaking the steep face of an object onto the ground at
+   its foot).
    Ground is grown from the lowest pixel of each column (as depth_clustering's BFS): upwards
    along candidate pixels, and sideways or downwards to candidates whose height differs by less
    than ``ground_max_step_m`` (so the ground never floods onto a flat roof seen next to far
@@ -86,6 +87,34 @@ class RangeImage:
     right: np.ndarray
 
 
+def tune_malloc(mmap_threshold_mb: int = 64, trim_threshold_mb: int = 256) -> bool:
+    """Keep freed large numpy buffers in the glibc heap (``mallopt``) for repeated scans.
+
+    Each scan allocates a few tens of MB of temporary arrays; glibc serves large blocks with
+    fresh ``mmap`` pages by default, so every scan pays the page faults again (measured: about
+    30 % of the range-image time for a 120k-point scan). Raising ``M_MMAP_THRESHOLD`` and
+    ``M_TRIM_THRESHOLD`` (glibc ``mallopt(3)``; same as the ``MALLOC_MMAP_THRESHOLD_`` /
+    ``MALLOC_TRIM_THRESHOLD_`` environment variables) lets the process reuse that memory.
+    Process-wide and opt-in: call it once in long-running processes (proposal node, benchmark).
+
+    Returns:
+        True when applied, False when not on glibc (nothing changed).
+    """
+    import ctypes
+    import ctypes.util
+
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        mallopt = libc.mallopt
+    except (OSError, AttributeError):
+        return False
+    m_trim_threshold, m_mmap_threshold = -1, -3
+    ok = mallopt(m_mmap_threshold, int(mmap_threshold_mb) << 20) == 1
+    ok &= mallopt(m_trim_threshold, int(trim_threshold_mb) << 20) == 1
+    LOG.debug("mallopt mmap_threshold=%d MB trim_threshold=%d MB: %s", mmap_threshold_mb, trim_threshold_mb, ok)
+    return bool(ok)
+
+
 def _rows_from_rings(ring: np.ndarray, sin_elev: np.ndarray) -> Tuple[np.ndarray, int]:
     """Map ring ids to rows 0..n-1 ordered bottom-to-top by their mean elevation (sine)."""
     counts = np.bincount(ring, minlength=1)
@@ -95,6 +124,25 @@ def _rows_from_rings(ring: np.ndarray, sin_elev: np.ndarray) -> Tuple[np.ndarray
     row_of_ring = np.full(counts.size, -1, dtype=np.int64)
     row_of_ring[order] = np.arange(order.size)
     return row_of_ring[ring], int(order.size)
+
+
+#: Resolution of the sin(elevation) -> row lookup table (0.006 deg steps for the HDL-64E FOV).
+_ROW_LUT_SIZE = 4096
+
+
+def _elevation_rows(sin_elev: np.ndarray, down_rad: float, up_rad: float, n_rows: int) -> np.ndarray:
+    """Row = elevation bin over [down, up] (clipped), via a sin(elevation) lookup table.
+
+    Equivalent to ``floor((arcsin(s) - down) / (up - down) * n_rows)`` up to the table step
+    (a point within ~0.006 deg of a bin edge may land in the neighbouring row), without the
+    per-point ``arcsin``.
+    """
+    s_lo, s_hi = math.sin(down_rad), math.sin(up_rad)
+    centres = s_lo + (np.arange(_ROW_LUT_SIZE) + 0.5) * ((s_hi - s_lo) / _ROW_LUT_SIZE)
+    lut = np.clip(np.floor((np.arcsin(centres) - down_rad) * (n_rows / (up_rad - down_rad))), 0, n_rows - 1)
+    q = (sin_elev - np.float32(s_lo)) * np.float32(_ROW_LUT_SIZE / (s_hi - s_lo))
+    np.clip(q, 0, _ROW_LUT_SIZE - 1, out=q)
+    return lut.astype(np.int64)[q.astype(np.int64)]
 
 
 def _estimate_cols(per_row: float, az: np.ndarray) -> int:
@@ -193,8 +241,7 @@ def build_range_image(points: np.ndarray, config: ProposalConfig, rings: Optiona
     else:
         n_rows = config.rows
         down_rad, up_rad = math.radians(config.fov_down_deg), math.radians(config.fov_up_deg)
-        elev = np.arcsin(np.clip(sin_elev, -1.0, 1.0))
-        row = np.clip((elev - down_rad) * (n_rows / (up_rad - down_rad)), 0, n_rows - 1).astype(np.int64)
+        row = _elevation_rows(sin_elev, down_rad, up_rad, n_rows)
         counts = np.bincount(row, minlength=n_rows)
         per_row = float(np.median(counts[counts > 0])) if idx.size else 1.0
     cols = config.cols or _estimate_cols(per_row, az)
@@ -210,8 +257,11 @@ def build_range_image(points: np.ndarray, config: ProposalConfig, rings: Optiona
     node_of_pix = np.full(n_pix + gap_rows * cols, -1, dtype=np.int32)
     node_of_pix[node_pixel] = np.arange(node_pixel.size, dtype=np.int32)
     valid_node = node_of_pix[pix]
-    point_node = np.full(n, -1, dtype=np.int64)
-    point_node[idx] = valid_node
+    if idx.size == n:
+        point_node = valid_node.astype(np.int64)
+    else:
+        point_node = np.full(n, -1, dtype=np.int64)
+        point_node[idx] = valid_node
     is_rep = np.flatnonzero(rng == depth[pix])
     rep_nodes = np.empty(node_pixel.size, dtype=np.int64)
     rep_nodes[valid_node[is_rep]] = is_rep
@@ -253,16 +303,17 @@ def _smooth_columns(raw: np.ndarray, image: RangeImage, config: ProposalConfig) 
         img = _fill_columns(img.reshape(rows, cols))
         img = ndimage.correlate1d(img, savgol_coeffs(win, polyorder=2).astype(np.float32), axis=0, mode="nearest")
         return img.reshape(-1)[image.node_pixel]
-    # moving average over the column chain: the node, its h nearest neighbours up and h down
+    # moving average over the column chain: the node, its h nearest neighbours up and h down.
+    # NaN only occurs on isolated nodes (no up, no down), which are in nobody's chain; count
+    # them as 0 with weight 0 for themselves.
     m = raw.shape[0]
-    val = np.zeros(m + 1, dtype=np.float32)  # index m: sentinel "no neighbour"
+    val = np.empty(m + 1, dtype=np.float32)  # index m: sentinel "no neighbour" (value 0)
     val[:m] = raw
+    val[m] = 0.0
     nan = np.isnan(val)
     val[nan] = 0.0
-    cnt = np.ones(m + 1, dtype=np.float32)
-    cnt[nan] = 0.0
-    cnt[m] = 0.0
-    total, count = val[:m].copy(), cnt[:m].copy()
+    total = val[:m].copy()
+    count = (~nan[:m]).astype(np.float32)
     for chain in (image.up, image.down):
         nxt = np.empty(m + 1, dtype=np.int64)
         nxt[:m] = chain
@@ -271,7 +322,7 @@ def _smooth_columns(raw: np.ndarray, image: RangeImage, config: ProposalConfig) 
         cur = nxt[:m]
         for i in range(h):
             total += val[cur]
-            count += cnt[cur]
+            count += cur != m
             if i + 1 < h:
                 cur = nxt[cur]
     with np.errstate(invalid="ignore", divide="ignore"):
@@ -295,14 +346,19 @@ def ground_mask(image: RangeImage, config: ProposalConfig) -> np.ndarray:
     rho = np.hypot(image.x, image.y)
     has_down = np.flatnonzero(image.down >= 0)
     dn = image.down[has_down]
+    # inclination of the pair (pixel, lower neighbour) as its tangent |dz| / |d rho|, clipped at
+    # 1 (45 deg): monotonic in the angle, no arctan per pixel; a steep face still outweighs
+    # flat ground in the smoothing window as it does with angles
     raw = np.full(m, np.nan, dtype=np.float32)
-    raw[has_down] = np.arctan2(np.abs(z[has_down] - z[dn]), np.abs(rho[has_down] - rho[dn]))
-    # the lowest pixel of a column takes the angle of the pair above it (as depth_clustering)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        tan = np.abs(z[has_down] - z[dn]) / np.abs(rho[has_down] - rho[dn])
+    raw[has_down] = np.fmin(tan, np.float32(1.0))  # 0/0 (identical points) stays NaN
+    # the lowest pixel of a column takes the inclination of the pair above it (as depth_clustering)
     lowest = np.flatnonzero((image.down < 0) & (image.up >= 0))
     raw[lowest] = raw[image.up[lowest]]
     smooth = _smooth_columns(raw, image, config)
     eff = np.fmin(raw, smooth)  # raw NaN (lowest pixel of a column) -> smoothed value
-    cand = eff < math.radians(config.ground_angle_deg)  # NaN -> False
+    cand = eff < math.tan(math.radians(config.ground_angle_deg))  # NaN -> False
     # seeds: the lowest occupied pixel of each column, below the sensor, when a candidate
     pix_col = image.node_pixel % image.cols
     col_first = np.full(image.cols, m, dtype=np.int64)
@@ -315,13 +371,13 @@ def ground_mask(image: RangeImage, config: ProposalConfig) -> np.ndarray:
     nodes = np.arange(m)
     step = config.ground_max_step_m
     slots = np.empty((m, 4), dtype=np.int32)
-    t = np.maximum(image.up, 0)
-    slots[:, 0] = np.where((image.up >= 0) & cand[t] & (rho[t] > rho), image.up, nodes)
+    # (index -1 reads the last node: garbage, always masked by nb >= 0)
+    nb = image.up
+    slots[:, 0] = np.where((nb >= 0) & cand[nb] & (rho[nb] > rho), nb, nodes)
     for j, nb in ((1, image.right), (2, image.left), (3, image.down)):
-        t = np.maximum(nb, 0)
-        ok = (nb >= 0) & cand[t] & (np.abs(z[t] - z) <= step)
+        ok = (nb >= 0) & cand[nb] & (np.abs(z[nb] - z) <= step)
         if j == 3:
-            ok &= rho[t] < rho
+            ok &= rho[nb] < rho
         slots[:, j] = np.where(ok, nb, nodes)
     indices = np.concatenate([slots.reshape(-1), seeds.astype(np.int32)])
     indptr = np.concatenate([np.arange(0, 4 * m + 1, 4, dtype=np.int32), [4 * m + seeds.size]]).astype(np.int32)
@@ -358,10 +414,8 @@ def segment_nodes(image: RangeImage, ground: np.ndarray, config: ProposalConfig)
     slots = np.repeat(nodes.astype(np.int32)[:, None], 2, axis=1)  # (up, right); self-loop = no edge
     x, y, z, rng = image.x, image.y, image.z, image.rng
     for j, nb in enumerate((image.up, image.right)):
-        a = np.flatnonzero(keep & (nb >= 0))
+        a = np.flatnonzero(keep & (nb >= 0) & keep[nb])  # keep[-1] is garbage, masked by nb >= 0
         b = nb[a]
-        ok = keep[b]
-        a, b = a[ok], b[ok]
         xa, ya, za, ra = x[a], y[a], z[a], rng[a]
         dx, dy, dz = x[b] - xa, y[b] - ya, z[b] - za
         ra_far = ra >= rng[b]
