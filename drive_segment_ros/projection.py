@@ -490,13 +490,14 @@ class LidarSpacing:
 
 
 # plausible spinning-LiDAR spacings (deg): Ouster OS2-128 0.18 vertical .. VLP-16 2.0 / 4 deg;
-# azimuth 0.05 (Pandar128 at 5 Hz) .. 1.0
+# azimuth 0.05 (Pandar128 at 5 Hz) .. 1.0 (generous bounds)
 _EL_RANGE_DEG = (0.05, 5.0)
-_AZ_RANGE_DEG = (0.01, 2.0)
+_AZ_RANGE_DEG = (0.005, 2.0)
 _MIN_SAMPLES = 50
+_MAX_NN_POINTS = 60000  # points used by the ring-less estimate (k-d tree); more are windowed in azimuth
 
 
-def _group_median(keys: np.ndarray, values: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
+def _group_median(keys: np.ndarray, values: np.ndarray) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Per-key median of ``values`` (lower median), vectorized: ``(unique keys, medians, counts)``."""
     order = np.lexsort((values, keys))
     k, v = keys[order], values[order]
@@ -533,8 +534,9 @@ def estimate_lidar_spacing(
       median of the elevation steps between consecutive points of narrow azimuth columns (one
       azimuth step wide; steps below 0.3x their median - same-laser duplicates - are dropped
       and the median retaken). KITTI HDL-64E (0.33 / 0.5 deg blocks): ~0.37 deg, 0.18 deg.
+      Scans over 60k points use 12 evenly spread azimuth windows holding ~60k points.
 
-    Estimates outside plausible ranges (elevation 0.05..5 deg, azimuth 0.01..2 deg) or from fewer
+    Estimates outside plausible ranges (elevation 0.05..5 deg, azimuth 0.005..2 deg) or from fewer
     than 50 samples are replaced by ``fallback_deg`` (``source = "fallback"`` when both are).
 
     Args:
@@ -582,6 +584,10 @@ def estimate_lidar_spacing(
         from scipy.spatial import cKDTree
 
         source = "points"
+        if el.size > _MAX_NN_POINTS:  # keep 12 azimuth windows: local neighbourhoods stay complete
+            sector = 2.0 * np.pi / 12.0
+            win = np.mod(az + np.pi, sector) < sector * (_MAX_NN_POINTS / el.size)
+            el, az = el[win], az[win]
         if not np.isfinite(az_est):
             ang = np.stack([az, 20.0 * el], 1)
             dist, _ = cKDTree(ang).query(ang, k=2)
@@ -662,19 +668,18 @@ def _fill_gaps_rows(out: np.ndarray, occupied: np.ndarray, max_gap: int) -> None
     h = r1 - r0
     dt = np.int16 if H < 2 ** 15 - 2 else np.int32
     rows = np.arange(r0, r1, dtype=dt)[:, None]
-    above = np.where(occ, rows, dt(-1))
+    above = np.where(occ, rows, dt(-1))  # nearest occupied row above (-1: none, i.e. the top border)
     np.maximum.accumulate(above, axis=0, out=above)
-    below = np.where(occ, rows, dt(H))[::-1]
-    below = np.ascontiguousarray(np.minimum.accumulate(below, axis=0)[::-1])
+    below = np.where(occ, rows, dt(H))[::-1]  # nearest occupied row below (H: none)
+    below = np.minimum.accumulate(below, axis=0)[::-1]
     has_a, has_b = above >= 0, below < H
     # run length between the two ends; a run open at the border is counted up to the border
-    run = np.where(has_b, below, dt(H)).astype(np.int32) - np.where(has_a, above, dt(-1)) - 1
-    cand = ~occ & (has_a | has_b) & (run < max_gap)
+    cand = (below - above - 1 < max_gap) & (has_a | has_b)
+    cand &= ~occ
     if not cand.any():
         return
-    up = np.where(has_a, above, below)  # dense: ~40 % of the band are candidates
-    dn = np.where(has_b, below, above)
-    src = np.where(rows - up <= dn - rows, up, dn).astype(np.int32)
+    take_a = has_a & (~has_b | (rows - above <= below - rows))
+    src = np.where(take_a, above, below).astype(np.int32)
     src -= r0
     np.clip(src, 0, h - 1, out=src)
     src *= W
@@ -733,7 +738,8 @@ def segment_map(
         (H, W) int32 segment ids, -1 = unlabelled.
 
     Raises:
-        DriveSegmentError: shape mismatch between points and ids, bad transform.
+        DriveSegmentError: shape mismatch between points and ids (or rings, when the spacing is
+        estimated), bad transform.
     """
     config = config or ProjectionConfig()
     points = _check_xyz(points)
@@ -826,7 +832,10 @@ def _fill_segments(
     kw, kh = kernel_px
     # rectangular kernel: OpenCV runs it as separable row / column passes (several times faster than an ellipse)
     kernel = cv2.getStructuringElement(cv2.MORPH_RECT, (max(kw, 1), max(kh, 1))) if min(kw, kh) > 1 else None
-    pad_r, pad_c = (kh // 2 + 1, kw // 2 + 1) if kernel is not None else (1, 1)
+    # the ROI must hold the splats (up to splat_max_px beyond the points) plus the dilation, so the
+    # closing's erosion never meets the ROI border (outside is 0: BORDER_CONSTANT below)
+    splat_pad = int(np.ceil(config.splat_max_px)) + 1
+    pad_r, pad_c = (kh // 2 + splat_pad, kw // 2 + splat_pad) if kernel is not None else (splat_pad, splat_pad)
     allowed_depth = dmin - config.tolerance(dmin)
     for k in np.argsort(dmin, kind="stable"):  # nearest segments claim pixels first
         sid = int(seg_ids[k])
@@ -838,7 +847,7 @@ def _fill_segments(
             continue
         filled = mask
         if kernel is not None:
-            filled = cv2.morphologyEx(filled, cv2.MORPH_CLOSE, kernel)
+            filled = cv2.morphologyEx(filled, cv2.MORPH_CLOSE, kernel, borderType=cv2.BORDER_CONSTANT, borderValue=0)
         if config.hull:
             pts = cv2.findNonZero(filled)
             if pts is not None and len(pts) >= 3:

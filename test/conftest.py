@@ -61,3 +61,18 @@ def nuscenes_bag(nuscenes_dir, tmp_path_factory) -> Path:
     from drive_segment_ros.importers import import_nuscenes
 
     return import_nuscenes(nuscenes_dir, tmp_path_factory.mktemp("bags") / "nuscenes_n015")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _torch_one_thread():
+    """Tests use tiny tensors: one intra-op thread avoids OpenMP oversubscription on the 2-core
+    CI machine (torch's spinning workers made small forwards ~10-20x slower when shared)."""
+    try:
+        import torch
+    except ImportError:  # pragma: no cover
+        yield
+        return
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

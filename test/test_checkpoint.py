@@ -19,13 +19,6 @@ from drive_segment_ros.models.segmenter import SegmenterConfig, build_segmenter
 from drive_segment_ros.types import DriveSegmentError
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Small tensors: one intra-op thread is much faster on a shared 2-core machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def _perturb(model):

@@ -28,13 +28,6 @@ from drive_segment_training.distill import (
 )
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """One intra-op thread: the 2-core test machine is shared, oversubscription stalls torch."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 def _cfg(pseudo, out, **kw):
@@ -167,7 +160,6 @@ def synthetic(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def teacher_ckpt(synthetic, tmp_path_factory):
-    torch.set_num_threads(1)
     out = tmp_path_factory.mktemp("teacher")
     ckpt = train_teacher(_cfg(synthetic, out, iterations=40))
     return ckpt

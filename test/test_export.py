@@ -18,14 +18,6 @@ N_CLASSES = 8
 SIZE = (64, 192)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_torch_thread():
-    """One intra-op thread while these tests run (restored after): on a shared, oversubscribed
-    2-core machine torch's spinning OpenMP workers make tiny forwards ~20x slower."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def _make_checkpoint(directory, backbone="mobilenetv2_deepsort", seed=0):

@@ -1,4 +1,5 @@
-"""Tests of drive_segment_ros.projection: known-answer geometry, occlusion, real KITTI / nuScenes frames."""
+"""Tests of drive_segment_ros.projection: known-answer geometry, occlusion, sensor-adaptive densification
+(synthetic sparse-ring LiDAR), real KITTI / nuScenes frames."""
 from __future__ import annotations
 
 import glob
@@ -9,8 +10,11 @@ import numpy as np
 import pytest
 
 from drive_segment_ros.projection import (
+    LidarSpacing,
     ProjectionConfig,
+    densify_kernel_px,
     depth_buffer,
+    estimate_lidar_spacing,
     labels_to_points,
     pixel_indices,
     project_points,
@@ -393,3 +397,181 @@ def test_splat_footprint_sizes(r, count):
     assert (smap == 0).sum() == count
     rows, cols = np.nonzero(smap == 0)
     assert rows.min() == 240 - r and rows.max() == 240 + r and cols.min() == 320 - r and cols.max() == 320 + r
+
+
+# ------------------------------------------------------------------------------------ sensor-adaptive densification
+K_WALL = np.array([[700.0, 0.0, 400.0], [0.0, 700.0, 300.0], [0.0, 0.0, 1.0]])
+CAM_WALL = CameraModel(K_WALL, np.zeros(5), 800, 600)
+LIDAR_H = 1.8  # m above the ground
+
+
+def _sparse_ring_scan(el_step_deg=2.0, az_step_deg=0.2):
+    """Ray-cast a spinning LiDAR (rings every ``el_step_deg`` from -24 to +10 deg, azimuth every
+    ``az_step_deg`` over +-45 deg) 1.8 m above a ground plane, facing a wall x = 10 m,
+    |y| <= 2 m, z in [-1.8, 1.0] m (LiDAR frame, REP 103). Returns points, rings, ids
+    (wall 1, ground 100 + 4 m range cell)."""
+    el = np.radians(np.arange(-24.0, 10.0 + 1e-9, el_step_deg))
+    az = np.radians(np.arange(-45.0, 45.0 + 1e-9, az_step_deg))
+    E, A = np.meshgrid(el, az, indexing="ij")
+    ring = np.broadcast_to(np.arange(el.size)[:, None], E.shape)
+    d = np.stack([np.cos(E) * np.cos(A), np.cos(E) * np.sin(A), np.sin(E)], -1).reshape(-1, 3)
+    ring = ring.ravel()
+    with np.errstate(divide="ignore", invalid="ignore"):
+        t_wall = np.where(d[:, 0] > 0, 10.0 / d[:, 0], np.inf)
+        hit_w = t_wall[:, None] * d
+        on_wall = (np.abs(hit_w[:, 1]) <= 2.0) & (hit_w[:, 2] >= -LIDAR_H) & (hit_w[:, 2] <= 1.0)
+        t_wall = np.where(on_wall, t_wall, np.inf)
+        t_gnd = np.where(d[:, 2] < 0, -LIDAR_H / d[:, 2], np.inf)
+    t_gnd = np.where(t_gnd <= 60.0, t_gnd, np.inf)
+    t = np.minimum(t_wall, t_gnd)
+    hit = np.isfinite(t)
+    pts = d[hit] * t[hit, None]
+    wall = (t_wall <= t_gnd)[hit]
+    rng = np.hypot(pts[:, 0], pts[:, 1])
+    ids = np.where(wall, 1, 100 + np.floor(rng / 4.0).astype(np.int64))
+    return pts, ring[hit], ids
+
+
+def test_estimate_lidar_spacing_known_answer():
+    pts, rings, _ = _sparse_ring_scan(2.0, 0.2)
+    s = estimate_lidar_spacing(pts, rings)
+    assert s.source == "rings"
+    np.testing.assert_allclose(s.degrees(), (0.2, 2.0), rtol=1e-3)
+    s2 = estimate_lidar_spacing(pts)  # no ring field: from the elevation / azimuth neighbourhoods
+    assert s2.source == "points"
+    np.testing.assert_allclose(s2.degrees(), (0.2, 2.0), rtol=0.02)
+    # shuffled ring ids (Velodyne fires rings out of elevation order) and shuffled points
+    perm = np.random.default_rng(0).permutation(len(pts))
+    relabel = np.random.default_rng(1).permutation(rings.max() + 1)
+    np.testing.assert_allclose(estimate_lidar_spacing(pts[perm], relabel[rings[perm]]).degrees(), (0.2, 2.0), rtol=1e-3)
+    # dense scan (115k points > 60k): the ring-less estimate runs on azimuth windows
+    dense, _, _ = _sparse_ring_scan(2.0, 0.01)
+    np.testing.assert_allclose(estimate_lidar_spacing(dense).degrees(), (0.01, 2.0), rtol=0.02)
+    # too few points: fallback
+    fb = estimate_lidar_spacing(pts[:10], fallback_deg=(0.3, 0.7))
+    assert fb.source == "fallback" and fb.degrees() == pytest.approx((0.3, 0.7))
+    with pytest.raises(DriveSegmentError):
+        estimate_lidar_spacing(pts, rings[:-1])
+
+
+def test_densify_kernel_px_known_answer():
+    cfg = ProjectionConfig()  # closing_px (5, 7) minimum, margin 1.5
+    s = LidarSpacing(np.radians(0.2), np.radians(2.0), "rings")
+    # 700 * 0.0349 * 1.5 = 36.65 -> 37 ; 700 * 0.00349 * 1.5 = 3.67 -> 3, below the minimum 5
+    assert densify_kernel_px(s, CAM_WALL, cfg) == (5, 37)
+    wide = LidarSpacing(np.radians(1.0), np.radians(5.0), "rings")
+    assert densify_kernel_px(wide, CAM_WALL, cfg) == (19, 63)  # 18.3 -> 19 ; 91.6 clipped to 63
+    assert densify_kernel_px(s, CAM_WALL, ProjectionConfig(adaptive=False)) == (5, 7)
+    assert densify_kernel_px(None, CAM_WALL, cfg) == (5, 7)
+    # KITTI HDL-64E (~0.37 deg at fy = 721 px): 6.98 -> 7 = the KITTI-tuned minimum, unchanged
+    assert densify_kernel_px(LidarSpacing(np.radians(0.18), np.radians(0.37), "points"),
+                             CameraModel(np.diag([721.5, 721.5, 1.0]), [], 1242, 375), cfg) == (5, 7)
+
+
+def test_sparse_ring_wall_solid_without_bleeding():
+    pts, rings, ids = _sparse_ring_scan(2.0, 0.2)
+    T = _T(R_OPT_LIDAR)
+    smap = segment_map(pts, ids, CAM_WALL, T, rings=rings)
+    # true wall rectangle in the image: u = 400 -+ 700 * 2 / 10, v from 300 - 70 (top) to 300 + 126 (bottom)
+    u0, u1, v_top, v_bot = 260, 540, 230, 426
+    wall = smap == 1
+    pr = project_points(pts[ids == 1], CAM_WALL, T)
+    top_ring, bot_ring = int(np.ceil(pr.uv[:, 1].min())), int(pr.uv[:, 1].max())
+    # solid: every row between the top and bottom wall rings fully covered inside the edges
+    assert wall[top_ring:bot_ring + 1, u0 + 3:u1 - 2].all(), "horizontal gaps left in the wall"
+    # no bleeding past the left / right edges by more than the 5 px splat
+    rows, cols = np.nonzero(wall)
+    assert cols.min() >= u0 - 6 and cols.max() <= u1 + 6
+    # nothing above the top ring but the splat (sky above: the gap fill never grows outwards)
+    assert rows.min() >= top_ring - 6 and rows.min() > v_top
+    # bottom: the wall meets the ground between the wall's lowest ring (v 423) and the first ground
+    # ring (v 449); the gap splits at the midpoint
+    assert rows.max() <= v_bot + 12
+    # ground: solid from below the wall to the image bottom, and beside the wall
+    assert (smap[v_bot + 14:] >= 100).all()
+    assert (smap[330:600, :u0 - 8] >= 100).all() and (smap[330:600, u1 + 8:] >= 100).all()
+    assert (smap[:200] == -1).all()  # above the wall and above the horizon: no returns
+    # the fixed KITTI-sized kernel leaves the 24 px ring gaps open
+    fixed = segment_map(pts, ids, CAM_WALL, T, ProjectionConfig(adaptive=False, gap_fill=False), rings=rings)
+    assert (fixed[top_ring:bot_ring + 1, 300] == 1).mean() < 0.6
+    # without the ring field the estimate from the points gives the same mask
+    np.testing.assert_array_equal(segment_map(pts, ids, CAM_WALL, T), smap)
+
+
+def test_gap_fill_known_answer():
+    # two scan lines (1 px, no splat) at rows 200 (id 1, 10 m) and 230 (id 2, 12 m), cols 100..299
+    a = _plane_points(100, 300, 200, 201, 10.0, 1)
+    b = _plane_points(100, 300, 230, 231, 12.0, 1)
+    cfg = ProjectionConfig(splat_size_m=0.0, splat_min_px=0, splat_max_px=0, closing_px=(5, 41), adaptive=False, min_pixels=0)
+    smap = segment_map(np.concatenate([a, b]), np.r_[np.ones(len(a)), np.full(len(b), 2)], CAM, np.eye(4), cfg)
+    col = smap[:, 150]
+    assert (col[200:216] == 1).all() and (col[216:231] == 2).all()  # 215: tie (15 vs 15) -> upper end
+    assert (col[:200] == -1).all() and (col[231:] == -1).all()  # open runs longer than 41 px stay empty
+    assert (smap[:, 300:] == -1).all() and (smap[:, :100] == -1).all()
+    # an unlabelled nearer line at row 215 (5 m) ends both runs: its half of each run stays -1
+    occ = _plane_points(100, 300, 215, 216, 5.0, 1)
+    smap2 = segment_map(np.concatenate([a, b, occ]), np.r_[np.ones(len(a)), np.full(len(b), 2), np.full(len(occ), -1)],
+                        CAM, np.eye(4), cfg)
+    col = smap2[:, 150]
+    assert (col[200:208] == 1).all() and (col[208:223] == -1).all() and (col[223:231] == 2).all()
+    # a line 9 px above the image bottom: the open run to the border (9 < 41) is filled
+    c = _plane_points(100, 300, 470, 471, 10.0, 1)
+    smap3 = segment_map(c, np.full(len(c), 3), CAM, np.eye(4), cfg)
+    assert (smap3[470:, 100:300] == 3).all() and (smap3[:470] == -1).all()
+    # gap_fill off: only the lines
+    smap4 = segment_map(np.concatenate([a, b]), np.r_[np.ones(len(a)), np.full(len(b), 2)], CAM, np.eye(4),
+                        ProjectionConfig(**{**cfg.to_dict(), "gap_fill": False}))
+    assert (smap4 >= 0).sum() == 400
+
+
+def _nuscenes_front(nuscenes_dir):
+    calib = json.loads((nuscenes_dir / "calib.json").read_text())
+    cc = calib["cameras"]["CAM_FRONT"]
+    pts = np.fromfile(glob.glob(str(nuscenes_dir / "*LIDAR_TOP*"))[0], dtype=np.float32).reshape(-1, 5)
+    img = cv2.imread(str(nuscenes_dir / cc["image_file"]))
+    cam = CameraModel(np.array(cc["cam2img"]), [], img.shape[1], img.shape[0], frame_id="CAM_FRONT")
+    return pts, cam, np.array(cc["lidar2cam"])
+
+
+def test_nuscenes_lidar_spacing(nuscenes_dir, kitti_dir):
+    pts, cam, _ = _nuscenes_front(nuscenes_dir)
+    s = estimate_lidar_spacing(pts, pts[:, 4].astype(np.int64))
+    # HDL-32E datasheet: 32 rings over -30.67 .. +10.67 deg = 1.333 deg; 20 Hz: ~0.33 deg azimuth
+    assert s.source == "rings" and s.degrees()[1] == pytest.approx(1.333, abs=0.01)
+    assert s.degrees()[0] == pytest.approx(0.333, abs=0.01)
+    s2 = estimate_lidar_spacing(pts)  # measured 0.332, 1.340 deg
+    assert s2.degrees() == pytest.approx((0.333, 1.333), abs=0.02)
+    assert densify_kernel_px(s, cam, ProjectionConfig()) == (11, 45)
+    kp = np.fromfile(kitti_dir / "000008.bin", dtype=np.float32).reshape(-1, 4)
+    sk = estimate_lidar_spacing(kp)  # HDL-64E: 1/3 deg (upper block) .. 1/2 deg (lower); measured 0.376, 0.182
+    assert 0.3 < sk.degrees()[1] < 0.45 and 0.15 < sk.degrees()[0] < 0.22
+
+
+def test_nuscenes_cam_front_dense_masks(nuscenes_dir):
+    from drive_segment_ros.proposals.ground import ground_cell_ids
+
+    pts, cam, T = _nuscenes_front(nuscenes_dir)
+    rings = pts[:, 4].astype(np.int64)
+    # fixed simple proposals: ground (z < -1.5 m, LiDAR 1.84 m up) in 4 m cells, objects as 3 m columns
+    key = np.floor(pts[:, :2] / 3.0).astype(np.int64)
+    _, obj = np.unique(key, axis=0, return_inverse=True)
+    labels = np.where(pts[:, 2] < -1.5, -1, obj.ravel())
+    _, labels[labels >= 0] = np.unique(labels[labels >= 0], return_inverse=True)
+    n_obj = int(labels.max()) + 1
+    ids = ground_cell_ids(pts, labels, 4.0).astype(np.int64)
+    smap = segment_map(pts, ids, cam, T, rings=rings)
+    thin = segment_map(pts, ids, cam, T, ProjectionConfig(adaptive=False, gap_fill=False), rings=rings)
+    lower = smap[450:]
+    # measured: lower-half coverage 0.316 (fixed 5x7 kernel: scan lines ~29 px apart) -> 0.911 (what
+    # stays empty: the far background between the cars at the horizon); whole image 0.201 -> 0.584
+    assert 0.25 < (thin[450:] >= 0).mean() < 0.4
+    assert 0.85 < (lower >= 0).mean() < 0.98
+    assert 0.5 < (smap >= 0).mean() < 0.75
+    road = smap[650:, 200:1400]  # road in front of the car: ground cells, no scan-line gaps
+    assert (road >= n_obj).mean() > 0.97
+    assert ((smap[600:] >= 0).mean(axis=1) > 0.9).all(), "unlabelled rows left between the rings"
+    assert (smap[:150] == -1).all()  # sky / facade above the top ring (+10.7 deg)
+    # occlusion still honoured: labelled points map back to their own id
+    back = labels_to_points(smap, pts, cam, T)
+    got = back >= 0
+    assert got.sum() > 2000 and (back[got] == ids[got]).mean() > 0.9

@@ -42,6 +42,7 @@ from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
+from drive_segment_ros.devices import resolve_device  # noqa: F401 (re-exported)
 from drive_segment_ros.types import DriveSegmentError
 
 LOG = logging.getLogger(__name__)
@@ -231,25 +232,6 @@ def default_config_path() -> Optional[Path]:
         if cand.is_file():
             return cand
     return None
-
-
-def resolve_device(name: str = "auto"):
-    """``"auto"`` -> CUDA when available else CPU; other names are passed to ``torch.device``.
-
-    Raises:
-        DriveSegmentError: unknown device string, or CUDA requested but unavailable.
-    """
-    import torch
-
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        dev = torch.device(name)
-    except RuntimeError as exc:
-        raise DriveSegmentError(f"unknown device {name!r} ({exc})") from None
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise DriveSegmentError(f"device {name!r} requested but CUDA is not available")
-    return dev
 
 
 # --------------------------------------------------------------------------------------------

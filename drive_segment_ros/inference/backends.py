@@ -30,6 +30,7 @@ from typing import Any, Dict, Optional, Protocol, Tuple, Union, runtime_checkabl
 import numpy as np
 
 from drive_segment_ros.inference.preprocess import IMAGENET_MEAN, IMAGENET_STD, Preprocessor, colorize_mask, get_palette, postprocess
+from drive_segment_ros.devices import resolve_device
 from drive_segment_ros.types import DriveSegmentError
 
 LOG = logging.getLogger(__name__)
@@ -106,22 +107,6 @@ def _check_batch(batch: np.ndarray, fixed_size: Optional[Tuple[int, int]], who: 
     return np.ascontiguousarray(batch)
 
 
-def _torch_device(device: str):
-    import torch
-
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        dev = torch.device(device)
-    except RuntimeError as exc:
-        raise DriveSegmentError(f"unknown device {device!r} (use auto, cpu, cuda or cuda:N)") from exc
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise DriveSegmentError(f"device {device!r} requested but CUDA is not available to torch")
-    if dev.type not in ("cpu", "cuda"):
-        raise DriveSegmentError(f"unsupported device {device!r} (use auto, cpu, cuda or cuda:N)")
-    return dev
-
-
 # --------------------------------------------------------------------------------------------
 # protocol
 # --------------------------------------------------------------------------------------------
@@ -180,7 +165,7 @@ class TorchBackend:
             raise DriveSegmentError(f"torch backend needs a checkpoint directory, {path} is not one")
         from drive_segment_ros.models.checkpoint import load_segmenter
 
-        dev = _torch_device(device)
+        dev = resolve_device(device)
         loaded = load_segmenter(path, dev)
         model, config = loaded[0], loaded[1]
         self.config = config
@@ -334,7 +319,7 @@ class TensorRTBackend:
         path = Path(engine_path)
         if not path.is_file():
             raise DriveSegmentError(f"TensorRT engine {path} not found")
-        dev = _torch_device("cuda" if device == "auto" else device)
+        dev = resolve_device("cuda" if device == "auto" else device)
         if dev.type != "cuda":
             raise DriveSegmentError(f"TensorRT runs on CUDA only, got device {device!r}")
         self.torch_device = dev
