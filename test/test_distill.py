@@ -31,7 +31,7 @@ from drive_segment_training.distill import (
 
 
 def _cfg(pseudo, out, **kw):
-    base = dict(pseudo_dir=str(pseudo), out_dir=str(out), crop_size=(64, 96), batch_size=2, iterations=4,
+    base = dict(pseudo_dir=str(pseudo), out_dir=str(out), backbone="mobilenetv2_deepsort", decoder="conv", crop_size=(64, 96), batch_size=2, iterations=4,
                 lr=3e-3, backbone_lr_mult=1.0, scale_range=(1.0, 1.0), photometric=False, copy_paste_prob=0.0,
                 checkpoint_every=1000, device="cpu", seed=0)
     base.update(kw)
@@ -148,7 +148,7 @@ def test_poly_schedule_and_config(tmp_path):
         TrainConfig(ema_decay=2.0)
     # The shipped config/train.yaml parses for both stages.
     assert TrainConfig.from_yaml(None, "student").student_init == "teacher"
-    assert TrainConfig.from_yaml(None, "teacher").backbone == "mobilenetv2_deepsort"
+    assert TrainConfig.from_yaml(None, "teacher").backbone == "vit_small_patch16_224.dino"
 
 
 # ---------------------------------------------------------------- training on synthetic data

@@ -150,7 +150,7 @@ def test_default_config_file_loads():
     from drive_segment_training.pseudo_labels import DEFAULT_CONFIG_PATH
 
     cfg = PseudoLabelConfig.from_yaml(DEFAULT_CONFIG_PATH)
-    assert cfg.k == 30 and cfg.backbone == "mobilenetv2_deepsort"
+    assert cfg.k == 30 and cfg.backbone == "vit_small_patch16_224.dino"  # the paper's DINO ViT-S/16
     assert cfg.proposal_config() is not None and cfg.projection_config() is not None
 
 

@@ -246,8 +246,9 @@ def _score(tag, preds, items, n_pred, label_set_name, out_dir, backbone) -> Dict
         colours[: len(pal)] = pal
         mapping = result["hungarian"]["mapping"]
         lut = np.where(mapping >= 0, mapping, 255).astype(np.uint8)
-        for (cam, rgb, _), pred in zip(items, preds):
-            vis = np.concatenate([rgb, colours[lut[pred]]], axis=1)
+        for (cam, rgb, gt), pred in zip(items, preds):
+            # image | ground truth | prediction (clusters coloured by their Hungarian-matched class)
+            vis = np.concatenate([rgb, colours[gt], colours[lut[pred]]], axis=1)
             vis = cv2.resize(vis, (vis.shape[1] // 3, vis.shape[0] // 3), interpolation=cv2.INTER_AREA)
             cv2.imwrite(str(out_dir / f"pred_{tag}_{cam}.png"), np.ascontiguousarray(vis[..., ::-1]))
     return result
@@ -320,7 +321,11 @@ def _write_report(cfg, out: Path, backbone, proposals, pseudo, results, results2
                 "Hungarian: one-to-one matching of pseudo-classes to classes on the confusion matrix (unmatched "
                 "clusters count as wrong). Majority: many-to-one, each cluster to its most frequent class.",
                 "Cityscapes-27 Hungarian mIoU: "
-                + ", ".join(f"{t} {100 * r['hungarian']['mIoU']:.1f}%" for t, r in results27.items()),
+                + ", ".join(f"{t} {100 * r['hungarian']['mIoU']:.1f}%" for t, r in results27.items())
+                + " (mIoU averages over the classes present in the ground truth; the Waymo classes present here "
+                "map one-to-one onto the same classes in both label sets, so the two figures coincide).",
+                "Prediction figures: image | ground truth | prediction, clusters coloured by their matched "
+                "Cityscapes class (black = ignore / unmatched).",
             ],
             tables=[
                 Table(
@@ -343,8 +348,9 @@ def _write_report(cfg, out: Path, backbone, proposals, pseudo, results, results2
                 for t in ("baseline", "teacher", "student")
             ]
             + [
-                Figure(p, p.stem.replace("pred_", "prediction: "))
-                for p in sorted((out / "eval").glob("pred_*_FRONT.png"))
+                Figure(out / "eval" / f"pred_{t}_{cam}.png", f"{t}, Waymo {cam}")
+                for cam in ("FRONT", "FRONT_LEFT")
+                for t in ("baseline", "teacher", "student")
             ],
         )
     )

@@ -94,10 +94,10 @@ class TrainConfig:
 
     pseudo_dir: str = ""
     out_dir: str = ""
-    backbone: str = "mobilenetv2_deepsort"
+    backbone: str = "vit_small_patch16_224.dino"
     backbone_weights: Optional[str] = None
     allow_random_backbone: bool = False
-    decoder: str = "conv"
+    decoder: str = "mask_transformer"
     segmenter: Dict[str, Any] = field(default_factory=dict)
     crop_size: Tuple[int, int] = (256, 512)
     batch_size: int = 4

@@ -77,7 +77,7 @@ class PseudoLabelConfig:
         projection: :class:`~drive_segment_ros.projection.ProjectionConfig` fields (``{}`` = defaults).
     """
 
-    backbone: str = "mobilenetv2_deepsort"
+    backbone: str = "vit_small_patch16_224.dino"
     backbone_weights: Optional[str] = None
     k: int = 30
     seed: int = 0
