@@ -323,15 +323,9 @@ def load_calibration_yaml(path: Union[str, Path]) -> Calibration:
     Raises:
         DriveSegmentError: missing file, invalid YAML, no ``cameras`` mapping, wrong-shape matrices.
     """
-    import yaml
+    from drive_segment_ros.config_io import load_yaml_mapping
 
-    path = Path(path)
-    if not path.is_file():
-        raise DriveSegmentError(f"calibration file {str(path)!r} not found")
-    try:
-        data = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as exc:
-        raise DriveSegmentError(f"calibration file {str(path)!r} is not valid YAML: {str(exc).splitlines()[0]}") from None
+    data = load_yaml_mapping(path, "calibration file")
     if not isinstance(data, dict) or not isinstance(data.get("cameras"), dict) or not data["cameras"]:
         raise DriveSegmentError(f"calibration file {str(path)!r} needs a non-empty 'cameras' mapping")
     cams: Dict[str, CameraCalibration] = {}

@@ -186,17 +186,10 @@ class ProjectionConfig:
 
     @classmethod
     def from_yaml(cls, path: Union[str, Path]) -> "ProjectionConfig":
-        """Load ``config/projection.yaml``-style YAML. Raises FileNotFoundError / DriveSegmentError."""
-        import yaml
+        """Load ``config/projection.yaml``-style YAML. Raises DriveSegmentError (missing / invalid file, bad keys)."""
+        from drive_segment_ros.config_io import load_yaml_mapping
 
-        path = Path(path)
-        if not path.is_file():
-            raise FileNotFoundError(f"projection config not found: {path}")
-        try:
-            data = yaml.safe_load(path.read_text())
-        except yaml.YAMLError as exc:
-            raise DriveSegmentError(f"projection config {path}: invalid YAML ({exc})") from exc
-        return cls.from_dict(data)
+        return cls.from_dict(load_yaml_mapping(path, "projection config"))
 
     def to_dict(self) -> Dict[str, Any]:
         """Plain-dict form (for ``index.json`` and YAML)."""

@@ -155,7 +155,7 @@ def test_yaml_errors(tmp_path):
     with pytest.raises(DriveSegmentError, match="'cameras'"):
         load_calibration_yaml(p)
     p.write_text("cameras: [unclosed")
-    with pytest.raises(DriveSegmentError, match="not valid YAML"):
+    with pytest.raises(DriveSegmentError, match="invalid YAML"):
         load_calibration_yaml(p)
     p.write_text("cameras: {/cam/image_raw: {T_cam_lidar: [1,0,0,0, 0,1,0,0, 0,0,1,0, 0,0,0,1], D: [0.1, 0, 0, 0, 0]}}")
     cal = load_calibration_yaml(p)

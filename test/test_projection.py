@@ -173,7 +173,7 @@ def test_config_dict_yaml_and_errors(tmp_path):
         ProjectionConfig(min_depth=5.0, max_depth=1.0)
     with pytest.raises(DriveSegmentError):
         ProjectionConfig(splat_min_px=4, splat_max_px=2)
-    with pytest.raises(FileNotFoundError):
+    with pytest.raises(DriveSegmentError, match="not found"):
         ProjectionConfig.from_yaml(tmp_path / "missing.yaml")
 
 

@@ -185,21 +185,14 @@ class TrainConfig:
         Raises:
             DriveSegmentError: unreadable YAML, unknown keys, invalid values.
         """
-        import yaml
+        from drive_segment_ros.config_io import load_yaml_mapping
 
         if stage not in STAGES:
             raise DriveSegmentError(f"train config: stage must be one of {STAGES}, got {stage!r}")
         values: Dict[str, Any] = {}
         path = Path(path) if path is not None else default_config_path()
         if path is not None:
-            if not path.is_file():
-                raise DriveSegmentError(f"train config {path} not found")
-            try:
-                data = yaml.safe_load(path.read_text()) or {}
-            except yaml.YAMLError as exc:
-                raise DriveSegmentError(f"train config {path}: invalid YAML ({exc})") from None
-            if not isinstance(data, dict):
-                raise DriveSegmentError(f"train config {path}: expected a mapping")
+            data = load_yaml_mapping(path, "train config")
             sections = {s: data.pop(s, None) or {} for s in STAGES}
             values.update(data)
             values.update(sections[stage])
@@ -693,6 +686,7 @@ class _Stage:
         self.write_metrics()
 
     def write_metrics(self) -> None:
+        """Write ``metrics.json`` (loss / lr / time history, first/last loss means) and ``loss_curve.png``."""
         losses = self.history["loss"]
         secs = self.history["seconds"]
         k = max(1, min(10, len(losses) // 2))

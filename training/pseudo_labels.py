@@ -121,16 +121,9 @@ class PseudoLabelConfig:
     @classmethod
     def from_yaml(cls, path: Union[str, Path]) -> "PseudoLabelConfig":
         """Load ``config/pseudo_labels.yaml``. Raises DriveSegmentError (missing / invalid file)."""
-        import yaml
+        from drive_segment_ros.config_io import load_yaml_mapping
 
-        path = Path(path)
-        if not path.is_file():
-            raise DriveSegmentError(f"pseudo-label config not found: {path}")
-        try:
-            data = yaml.safe_load(path.read_text()) or {}
-        except yaml.YAMLError as exc:
-            raise DriveSegmentError(f"pseudo-label config {path}: invalid YAML ({str(exc).splitlines()[0]})") from None
-        return cls.from_dict(data)
+        return cls.from_dict(load_yaml_mapping(path, "pseudo-label config"))
 
     def to_dict(self) -> Dict[str, Any]:
         """Plain dict (YAML / JSON serialisable)."""
@@ -554,10 +547,16 @@ def _feature_cache_key(config: PseudoLabelConfig, backbone) -> str:
 
 
 def safe_name(text: str) -> str:
+    """A file-name-safe version of ``text`` (runs of other characters -> ``_``; never empty)."""
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", text).strip("_") or "frame"
 
 
 def write_png(path: Path, image: np.ndarray) -> None:
+    """Write an (H, W, 3) uint8 RGB or (H, W) label image as PNG (parents created).
+
+    Raises:
+        DriveSegmentError: OpenCV could not write the file.
+    """
     import cv2
 
     path.parent.mkdir(parents=True, exist_ok=True)

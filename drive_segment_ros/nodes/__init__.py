@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import os
+import sys
 from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence
 
 import numpy as np
@@ -157,11 +159,11 @@ class NodeErrorMixin:
 
 
 def run_nodes(factories: Iterable[Callable[..., Any]], args: Optional[List[str]] = None,
-              until: Optional[Callable[[], bool]] = None) -> int:
+              until: Optional[Callable[[List[Any]], bool]] = None) -> int:
     """``main()`` boilerplate: init rclpy with ``args``, build nodes, spin one executor.
 
     Args:
-        factories: callables ``f(context=...) -> Node`` (node classes work).
+        factories: callables ``f() -> Node`` or ``f() -> [Node, ...]`` (node classes work).
         args: command-line arguments (``--ros-args ...``), default ``sys.argv``.
         until: optional predicate ``until(nodes) -> bool``; spinning stops once it is true (bag finished).
     Returns:
@@ -179,17 +181,22 @@ def run_nodes(factories: Iterable[Callable[..., Any]], args: Optional[List[str]]
     status = 0
     try:
         for factory in factories:
-            node = factory()
-            nodes.append(node)
-            executor.add_node(node)
+            built = factory()
+            for node in built if isinstance(built, (list, tuple)) else [built]:
+                nodes.append(node)
+                executor.add_node(node)
         while rclpy.ok() and not (until is not None and until(nodes)):
             executor.spin_once(timeout_sec=0.1)
-    except DriveSegmentError as exc:
-        LOG.error("%s", exc)
+    except DriveSegmentError as exc:  # bad parameters / files: one clear line, exit status 2
+        prog = os.path.basename((args or sys.argv or ["node"])[0])
+        print(f"{prog}: error: {exc}", file=sys.stderr)
         status = 2
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
     finally:
+        for node in nodes:
+            LOG.info("%s: %s processed, %s errors", node.get_name(),
+                     getattr(node, "n_processed", getattr(node, "n_frames", "-")), getattr(node, "n_errors", 0))
         executor.shutdown()
         for node in nodes:
             node.destroy_node()

@@ -173,48 +173,32 @@ def main(args: Optional[list] = None) -> int:
     import sys
     import time
 
-    import rclpy
-    from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
     from rclpy.utilities import remove_ros_args
+
+    from drive_segment_ros.nodes import run_nodes
 
     argv = list(sys.argv if args is None else ["segment_stack", *args])
     opts = _parser().parse_args(remove_ros_args(argv)[1:])
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    rclpy.init(args=argv)
-    executor = SingleThreadedExecutor()
-    nodes: list = []
-    status = 0
-    try:
-        nodes = build_stack(
+
+    def build():
+        return build_stack(
             params_file=opts.params_file, bag=opts.bag, rate=opts.rate, loop=opts.loop, model_path=opts.model,
             backend=opts.backend, device=opts.device, image_transport="compressed" if opts.compressed else "raw",
             use_lidar=not opts.no_lidar, calibration_yaml=opts.calibration, labeler_dir=opts.labeler_dir, out_dir=opts.out_dir,
             topics={"image": opts.image_topic, "camera_info": opts.camera_info_topic, "points": opts.points_topic},
         )
-        for node in nodes:
-            executor.add_node(node)
+
+    done_at: list = []
+
+    def bag_finished(nodes) -> bool:
+        """With --exit-when-done: true 1 s after the bag player finished (last messages processed)."""
         player = next((n for n in nodes if hasattr(n, "done")), None)
-        done_at = None
-        while rclpy.ok():
-            executor.spin_once(timeout_sec=0.1)
-            if opts.exit_when_done and player is not None and player.done:
-                done_at = done_at or time.monotonic()
-                if time.monotonic() - done_at > 1.0:  # let the last messages be processed
-                    break
-    except DriveSegmentError as exc:
-        print(f"segment_stack: error: {exc}", file=sys.stderr)
-        status = 2
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    finally:
-        for node in nodes:
-            LOG.info("%s: %s processed, %s errors", node.get_name(), getattr(node, "n_processed", getattr(node, "n_frames", "-")), getattr(node, "n_errors", 0))
-        executor.shutdown()
-        for node in nodes:
-            node.destroy_node()
-        if rclpy.ok():
-            rclpy.shutdown()
-    return status
+        if not opts.exit_when_done or player is None or not player.done:
+            return False
+        done_at.append(time.monotonic())
+        return done_at[-1] - done_at[0] > 1.0
+
+    return run_nodes([build], args=argv, until=bag_finished)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -171,15 +171,9 @@ class ProposalConfig:
         Raises :class:`DriveSegmentError` when the file is missing, is not a mapping or has
         unknown keys.
         """
-        import yaml
+        from drive_segment_ros.config_io import load_yaml_mapping
 
-        path = Path(path)
-        if not path.is_file():
-            raise DriveSegmentError(f"proposals: config file not found: {path}")
-        try:
-            data = yaml.safe_load(path.read_text()) or {}
-        except yaml.YAMLError as exc:
-            raise DriveSegmentError(f"proposals: cannot parse {path}: {str(exc).splitlines()[0]}") from None
+        data = load_yaml_mapping(path, "proposals config")
         if isinstance(data, Mapping) and set(data) == {"proposals"}:
             data = data["proposals"] or {}
         return cls.from_dict(data)
