@@ -29,6 +29,11 @@ def test_demo_runs_every_stage_and_writes_report(data_root, tmp_path):
     for tag in ("baseline", "teacher", "student"):
         m = summary["metrics"][tag]["hungarian"]
         assert 0.0 <= m["mIoU"] <= 1.0 and 0.0 <= m["pixel_accuracy"] <= 1.0
+    # the on-vehicle path: the ONNX export matches torch through the same SegmentationModel
+    deploy = summary["deploy"]
+    assert deploy["max_abs_diff"] < 1e-3
+    assert deploy["ort_vs_torch_pixel_agreement"] > 0.99
+    assert abs(deploy["ort_mIoU"] - deploy["torch_mIoU"]) < 0.01
     # images referenced by the report exist
     out = tmp_path / "demo"
     assert list((out / "proposals").glob("*_overlay.png"))

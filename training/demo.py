@@ -178,9 +178,12 @@ def run_demo(cfg: DemoConfig) -> Path:
             results[tag] = _score(tag, preds, items19, n_pred, "cityscapes19", eval_dir, backbone)
             results27[tag] = _score(tag, preds, items27, n_pred, "cityscapes27", None, backbone)
 
-    with _timed(timings, "7 report"):
+    with _timed(timings, "7 export (ONNX) + on-vehicle inference"):
+        deploy = _deploy_check(student_ckpt, out, cfg, items19, n_pred)
+
+    with _timed(timings, "8 report"):
         _prediction_overlays(models, pseudo, pseudo_dir, out / "predictions", cfg)
-        report = _write_report(cfg, out, backbone, proposals, pseudo, results, results27, timings)
+        report = _write_report(cfg, out, backbone, proposals, pseudo, results, results27, timings, deploy)
     summary = {
         "backbone": backbone.name,
         "self_supervised": bool(backbone.self_supervised),
@@ -191,6 +194,7 @@ def run_demo(cfg: DemoConfig) -> Path:
             for tag, r in results.items()
         },
         "metrics_cityscapes27": {tag: float(r["hungarian"]["mIoU"]) for tag, r in results27.items()},
+        "deploy": deploy,
         "config": {k: v for k, v in asdict(cfg).items()},
     }
     (out / "summary.json").write_text(json.dumps(summary, indent=1))
@@ -262,6 +266,51 @@ def _json_default(obj):
     raise TypeError(type(obj))
 
 
+def _deploy_check(student_ckpt, out: Path, cfg: DemoConfig, items, n_pred) -> Dict[str, Any]:
+    """Export the student to ONNX and run it through the vehicle's inference path.
+
+    The ONNX model runs in ONNX Runtime and the checkpoint in torch, both through the
+    ``SegmentationModel`` the segmentation_node uses (same pre/post-processing); reports the max
+    logit difference, pixel agreement, both mIoUs on Waymo and the per-image time.
+    """
+    from drive_segment_ros.inference.backends import load_model
+    from drive_segment_ros.inference.export import export_onnx
+    from drive_segment_training.evaluation import evaluate_predictions
+
+    onnx_path = out / "student.onnx"
+    h, w = (int(v) for v in cfg.eval_size)
+    rep = export_onnx(student_ckpt, onnx_path, height=h, width=w, image=items[0][1])
+    runtimes = {
+        "onnxruntime": load_model(onnx_path, backend="onnxruntime", device="cpu"),
+        "torch": load_model(student_ckpt, backend="torch", device="cpu"),
+    }
+    preds: Dict[str, List[np.ndarray]] = {k: [] for k in runtimes}
+    totals: Dict[str, List[float]] = {k: [] for k in runtimes}
+    for _, rgb, _ in items:
+        for kind, runtime in runtimes.items():
+            ids, timing = runtime.predict(rgb)
+            preds[kind].append(ids.astype(np.int64))
+            totals[kind].append(timing["total_ms"])
+    gts = [g for _, _, g in items]
+    miou = {k: evaluate_predictions(p, gts, n_pred, 19, matching="hungarian")["mIoU"] for k, p in preds.items()}
+    agree = [float(np.mean(a == b)) for a, b in zip(preds["onnxruntime"], preds["torch"])]
+    info = {
+        "onnx": str(onnx_path),
+        "input": f"1x3x{h}x{w}",
+        "size_mb": float(rep.get("size_mb", 0.0)),
+        "max_abs_diff": float(rep["max_abs_diff"]),
+        "argmax_agreement": float(rep["argmax_agreement"]),
+        "ort_predict_ms_median": float(np.median(totals["onnxruntime"])),
+        "torch_predict_ms_median": float(np.median(totals["torch"])),
+        "ort_vs_torch_pixel_agreement": float(np.mean(agree)),
+        "ort_mIoU": float(miou["onnxruntime"]),
+        "torch_mIoU": float(miou["torch"]),
+    }
+    LOG.info("demo: ONNX student %s, max |diff| %.2e, ORT predict %.1f ms/image (CPU), mIoU ORT %.1f%% vs torch %.1f%%",
+             info["input"], info["max_abs_diff"], info["ort_predict_ms_median"], 100 * info["ort_mIoU"], 100 * info["torch_mIoU"])
+    return info
+
+
 def _prediction_overlays(models, pseudo, pseudo_dir: Path, out: Path, cfg: DemoConfig) -> None:
     """Teacher / student predictions on the training images, coloured by pseudo-class."""
     import cv2
@@ -287,7 +336,7 @@ def _metric_rows(results: Dict[str, Dict[str, Any]]) -> List[List[object]]:
     return rows
 
 
-def _write_report(cfg, out: Path, backbone, proposals, pseudo, results, results27, timings) -> Path:
+def _write_report(cfg, out: Path, backbone, proposals, pseudo, results, results27, timings, deploy) -> Path:
     from drive_segment_training.labels import label_set
     from drive_segment_training.report import Figure, Section, Table, render_html
 
@@ -378,6 +427,33 @@ def _write_report(cfg, out: Path, backbone, proposals, pseudo, results, results2
         Section(
             "Teacher and student: loss curves and predictions on the training images",
             figures=train_figs + [Figure(p, p.stem) for p in sorted((out / "predictions").glob("*.png"))],
+        )
+    )
+    sections.append(
+        Section(
+            "On the vehicle: ONNX export and ONNX Runtime inference (CPU)",
+            paragraphs=[
+                "The student exported to ONNX (opset 17) and run through the same SegmentationModel the "
+                "segmentation_node uses (resize, normalise, model, argmax, nearest resize to the image), once "
+                "with ONNX Runtime and once with the torch checkpoint. These mIoUs use that deployment "
+                "pre-processing, so they differ slightly from the evaluation table above. TensorRT needs a "
+                "CUDA GPU and is not exercised here."
+            ],
+            tables=[
+                Table(
+                    ["check", "value"],
+                    [
+                        ["input", deploy["input"]],
+                        ["ONNX size (MB)", deploy["size_mb"]],
+                        ["max |logit diff| ORT vs torch (Waymo FRONT)", f"{deploy['max_abs_diff']:.2e}"],
+                        ["argmax agreement at model resolution", deploy["argmax_agreement"]],
+                        ["pixel agreement ORT vs torch on Waymo", deploy["ort_vs_torch_pixel_agreement"]],
+                        ["mIoU % ORT / torch (Hungarian, 19 classes)", f"{100 * deploy['ort_mIoU']:.1f} / {100 * deploy['torch_mIoU']:.1f}"],
+                        ["predict, median ms per 1920x1280 image, ORT / torch (CPU)",
+                         f"{deploy['ort_predict_ms_median']:.1f} / {deploy['torch_predict_ms_median']:.1f}"],
+                    ],
+                )
+            ],
         )
     )
     return render_html(
