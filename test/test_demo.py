@@ -32,8 +32,8 @@ def test_demo_runs_every_stage_and_writes_report(data_root, tmp_path):
     # the on-vehicle path: the ONNX export matches torch through the same SegmentationModel
     deploy = summary["deploy"]
     assert deploy["max_abs_diff"] < 1e-3
-    assert deploy["ort_vs_torch_pixel_agreement"] > 0.99
-    assert abs(deploy["ort_mIoU"] - deploy["torch_mIoU"]) < 0.01
+    assert deploy["ort_vs_torch_pixel_agreement"] > 0.999
+    assert abs(deploy["ort_mIoU"] - deploy["torch_mIoU"]) < 1e-3
     # images referenced by the report exist
     out = tmp_path / "demo"
     assert list((out / "proposals").glob("*_overlay.png"))

@@ -243,3 +243,13 @@ def test_torch_and_onnxruntime_agree_on_a_nuscenes_camera(artifacts, nuscenes_di
     ids_o, _ = load_model(onnx_path, device="cpu").predict(rgb)
     assert ids_t.shape == (900, 1600)
     assert np.mean(ids_t == ids_o) > 0.999 and len(np.unique(ids_t)) >= 2
+
+
+def test_torch_backend_input_size_override(tmp_path):
+    """``input_size`` overrides the checkpoint's network input (e.g. to match a fixed-size ONNX export)."""
+    ckpt = _make_checkpoint(tmp_path / "ckpt", "mobilenetv2_deepsort")
+    model = B.load_model(ckpt, backend="torch", device="cpu", input_size=(96, 160))
+    assert model.backend.input_size == (96, 160)
+    assert model.preprocessor(np.zeros((200, 300, 3), np.uint8)).shape == (1, 3, 96, 160)
+    ids, _ = model.predict(np.zeros((200, 300, 3), np.uint8))
+    assert ids.shape == (200, 300) and ids.dtype == np.uint8

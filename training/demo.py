@@ -282,7 +282,7 @@ def _deploy_check(student_ckpt, out: Path, cfg: DemoConfig, items, n_pred) -> Di
     rep = export_onnx(student_ckpt, onnx_path, height=h, width=w, image=items[0][1])
     runtimes = {
         "onnxruntime": load_model(onnx_path, backend="onnxruntime", device="cpu"),
-        "torch": load_model(student_ckpt, backend="torch", device="cpu"),
+        "torch": load_model(student_ckpt, backend="torch", device="cpu", input_size=(h, w)),
     }
     preds: Dict[str, List[np.ndarray]] = {k: [] for k in runtimes}
     totals: Dict[str, List[float]] = {k: [] for k in runtimes}

@@ -143,6 +143,7 @@ class TorchBackend:
         bf16: bf16 autocast (default: on for CUDA, off on CPU). Logits are returned as float32.
         compile: wrap the model in ``torch.compile`` (first call compiles; CUDA recommended).
         channels_last: NHWC memory format (default: on for CUDA; helps conv backbones).
+        input_size: (H, W) network input in pixels; default the checkpoint config's ``input_size``.
 
     Raises:
         DriveSegmentError: missing checkpoint, unknown / unavailable device.
@@ -157,6 +158,7 @@ class TorchBackend:
         bf16: Optional[bool] = None,
         compile: bool = False,
         channels_last: Optional[bool] = None,
+        input_size: Optional[Tuple[int, int]] = None,
     ) -> None:
         import torch
 
@@ -179,6 +181,8 @@ class TorchBackend:
             model = model.to(memory_format=torch.channels_last)
         n_classes = _cfg_get(config, "n_classes")
         self.metadata = model_metadata(config, n_classes)
+        if input_size is not None:  # torch runs any size; e.g. match an exported ONNX model's fixed size
+            self.metadata["input_size"] = [int(v) for v in input_size]
         self.input_size = tuple(self.metadata["input_size"])
         self.model = model
         self._forward = torch.compile(model) if compile else model
