@@ -325,6 +325,7 @@ def load_calibration_yaml(path: Union[str, Path]) -> Calibration:
     """
     from drive_segment_ros.config_io import load_yaml_mapping
 
+    path = Path(path)
     data = load_yaml_mapping(path, "calibration file")
     if not isinstance(data, dict) or not isinstance(data.get("cameras"), dict) or not data["cameras"]:
         raise DriveSegmentError(f"calibration file {str(path)!r} needs a non-empty 'cameras' mapping")

@@ -20,7 +20,7 @@ seed reproduces a sample exactly.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import List, Optional, Sequence, Tuple
 
 import cv2

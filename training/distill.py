@@ -137,7 +137,7 @@ class TrainConfig:
             self.crop_size = tuple(int(v) for v in self.crop_size)  # type: ignore[assignment]
             self.scale_range = tuple(float(v) for v in self.scale_range)  # type: ignore[assignment]
         except (TypeError, ValueError):
-            raise DriveSegmentError(f"train config: crop_size / scale_range must be pairs of numbers") from None
+            raise DriveSegmentError("train config: crop_size / scale_range must be pairs of numbers") from None
         if len(self.crop_size) != 2 or min(self.crop_size) < 8:
             raise DriveSegmentError(f"train config: crop_size must be (h, w) >= 8, got {self.crop_size}")
         if len(self.scale_range) != 2 or not 0 < self.scale_range[0] <= self.scale_range[1]:

@@ -24,7 +24,6 @@ the subscription callback (the backbone is slow on CPU); bad frames are logged a
 """
 from __future__ import annotations
 
-import collections
 import json
 import logging
 import os
@@ -34,7 +33,8 @@ from typing import Any, Dict, Optional
 
 import numpy as np
 
-from drive_segment_ros.nodes import NodeErrorMixin, declare_parameters, run_nodes, transform_from_parameter
+from drive_segment_ros.nodes.camera_lidar import CAMERA_LIDAR_PARAMETERS, CameraLidarMixin
+from drive_segment_ros.nodes import NodeErrorMixin, declare_parameters, run_nodes
 from drive_segment_ros.types import DriveSegmentError
 
 LOG = logging.getLogger(__name__)
@@ -55,13 +55,11 @@ PARAMETERS: Dict[str, tuple] = {
     "queue_size": (10, "messages kept per input by the synchroniser"),
     "previews": (True, "write previews/<name>.png colour overlays"),
     "max_frames": (0, "stop labelling after this many frames; 0 = no limit"),
-    "T_cam_lidar": ([], "LiDAR -> camera optical transform, 16 numbers row-major; empty: calibration_yaml or /tf_static"),
-    "calibration_yaml": ("", "calibration YAML with T_cam_lidar (drive_segment_ros.calibration.load_calibration_yaml)"),
-    "use_tf_static": (True, "look T_cam_lidar up in /tf_static (needs tf2_msgs) when no parameter / YAML gives it"),
+    **CAMERA_LIDAR_PARAMETERS,
 }
 
 
-class PseudoLabelNode(NodeErrorMixin, Node):
+class PseudoLabelNode(CameraLidarMixin, NodeErrorMixin, Node):
     """Synchronised image + cloud (+ CameraInfo) -> partial pseudo-labels on disk.
 
     Args:
@@ -78,7 +76,7 @@ class PseudoLabelNode(NodeErrorMixin, Node):
     def __init__(self, node_name: str = "pseudo_label_node", labeler: Any = None, **kwargs: Any) -> None:
         super().__init__(node_name, **kwargs)
         from drive_segment_ros.ros.msgtypes import rclpy_types
-        from drive_segment_ros.ros.qos import sensor_qos, tf_static_qos
+        from drive_segment_ros.ros.qos import sensor_qos
         from drive_segment_ros.ros.sync import make_synchronizer
 
         self.types = T = rclpy_types()
@@ -86,12 +84,6 @@ class PseudoLabelNode(NodeErrorMixin, Node):
         self.params = p
         if p["image_transport"] not in ("raw", "compressed"):
             raise DriveSegmentError(f"image_transport must be raw or compressed, got {p['image_transport']!r}")
-        self.T_param = transform_from_parameter(p["T_cam_lidar"])
-        self.calibration = None
-        if p["calibration_yaml"]:
-            from drive_segment_ros.calibration import load_calibration_yaml
-
-            self.calibration = load_calibration_yaml(p["calibration_yaml"])
         labeler_dir = Path(p["labeler_dir"]) if p["labeler_dir"] else None
         if labeler is None:
             if labeler_dir is None:
@@ -108,10 +100,8 @@ class PseudoLabelNode(NodeErrorMixin, Node):
             raise DriveSegmentError(f"cannot create out_dir {self.out_dir}: {exc}") from exc
         self.index = self._initial_index(labeler_dir)
         self.n_frames = 0
-        self._infos = collections.deque(maxlen=10)
-        self._tf_tree = None
         image_type = T.CompressedImage if p["image_transport"] == "compressed" else T.Image
-        self.sub_info = self.create_subscription(T.CameraInfo, "~/camera_info", self.on_camera_info, sensor_qos(10))
+        self.setup_camera_lidar(p, T)
         self.sync, self.subs = make_synchronizer(
             self,
             [(image_type, "~/image", sensor_qos(10)), (T.PointCloud2, "~/points", sensor_qos(10))],
@@ -119,14 +109,6 @@ class PseudoLabelNode(NodeErrorMixin, Node):
             queue_size=int(p["queue_size"]),
             slop_s=float(p["slop_s"]),
         )
-        if p["use_tf_static"] and self.T_param is None and self.calibration is None:
-            if T.TFMessage is not None:
-                from drive_segment_ros.calibration import TransformTree
-
-                self._tf_tree = TransformTree()
-                self.sub_tf = self.create_subscription(T.TFMessage, "/tf_static", self._tf_tree.add_tf_message, tf_static_qos())
-            else:
-                self.get_logger().warning("tf2_msgs not importable: /tf_static unavailable; set T_cam_lidar or calibration_yaml")
         self.get_logger().info(f"pseudo_label_node ready: k={getattr(labeler, 'k', '?')}, writing {self.out_dir}")
 
     # -- index ----------------------------------------------------------------------------
@@ -163,12 +145,6 @@ class PseudoLabelNode(NodeErrorMixin, Node):
         return path
 
     # -- callbacks ------------------------------------------------------------------------
-    def on_camera_info(self, msg: Any) -> None:
-        """Cache a CameraInfo (the nearest in stamp to each image is used)."""
-        from drive_segment_ros.ros.msgtypes import header_stamp_ns
-
-        self._infos.append((header_stamp_ns(msg), msg))
-
     def on_pair(self, img: Any, cloud: Any) -> None:
         """Synchronised image + cloud: label and write; errors are logged, the node keeps running."""
         limit = int(self.params["max_frames"])
@@ -191,26 +167,15 @@ class PseudoLabelNode(NodeErrorMixin, Node):
 
         stamp = header_stamp_ns(img)
         rgb = any_image_to_rgb(img)
-        if not self._infos:
+        info = self.camera_info_for(stamp)
+        if info is None:
             raise DriveSegmentError(f"no CameraInfo received on {self.sub_info.topic_name}")
-        info = min(self._infos, key=lambda item: abs(item[0] - stamp))[1]
         camera = camera_model_from_info(info, topic=self.sub_info.topic_name, image_size=(rgb.shape[1], rgb.shape[0]))
         camera_frame = img.header.frame_id or camera.frame_id
-        entry = None
-        if self.calibration is not None:
-            entry = self.calibration.for_camera(camera_frame, self.subs[0].topic_name if hasattr(self.subs[0], "topic_name") else "")
-            if entry is None and len(self.calibration.cameras) == 1:
-                entry = next(iter(self.calibration.cameras.values()))
-            if entry is not None:
-                camera = entry.apply(camera)
-        if self.T_param is not None:
-            T = self.T_param
-        elif entry is not None:
-            T = entry.T_cam_lidar
-        elif self._tf_tree is not None:
-            T = self._tf_tree.lookup(camera_frame, cloud.header.frame_id)
-        else:
-            raise DriveSegmentError(f"no transform {cloud.header.frame_id!r} -> {camera_frame!r}: set T_cam_lidar or calibration_yaml")
+        entry = self.camera_calibration(camera_frame)
+        if entry is not None:
+            camera = entry.apply(camera)
+        T = self.lookup_T_cam_lidar(camera_frame, cloud.header.frame_id)
         points, rings = read_points_xyzi(cloud)
         if points.shape[0] == 0:
             raise DriveSegmentError("empty PointCloud2 (0 finite points)")

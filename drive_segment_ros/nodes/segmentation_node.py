@@ -35,14 +35,14 @@ keeps running.
 """
 from __future__ import annotations
 
-import collections
 import logging
 import time
 from typing import Any, Dict, Optional
 
 import numpy as np
 
-from drive_segment_ros.nodes import NodeErrorMixin, declare_parameters, run_nodes, transform_from_parameter
+from drive_segment_ros.nodes.camera_lidar import CAMERA_LIDAR_PARAMETERS, CameraLidarMixin
+from drive_segment_ros.nodes import NodeErrorMixin, declare_parameters, run_nodes
 from drive_segment_ros.types import DriveSegmentError
 
 LOG = logging.getLogger(__name__)
@@ -67,9 +67,7 @@ PARAMETERS: Dict[str, tuple] = {
     "max_age_s": (0.0, "drop frames older than this w.r.t. the node clock (s); 0 disables"),
     "color_mode": ("overlay", "~/mask_color content: overlay (palette blended over the image) or color (palette only)"),
     "overlay_alpha": (0.5, "weight of the palette colour in the overlay, in [0, 1]"),
-    "T_cam_lidar": ([], "LiDAR -> camera optical transform, 16 numbers row-major; empty: calibration_yaml or /tf_static"),
-    "calibration_yaml": ("", "calibration YAML with T_cam_lidar (drive_segment_ros.calibration.load_calibration_yaml)"),
-    "use_tf_static": (True, "look T_cam_lidar up in /tf_static (needs tf2_msgs) when no parameter / YAML gives it"),
+    **CAMERA_LIDAR_PARAMETERS,
 }
 
 
@@ -91,7 +89,7 @@ def semantic_cloud_array(points: np.ndarray, class_ids: np.ndarray) -> np.ndarra
     return out
 
 
-class SegmentationNode(NodeErrorMixin, Node):
+class SegmentationNode(CameraLidarMixin, NodeErrorMixin, Node):
     """Image (+ CameraInfo, PointCloud2) -> mask, colour mask, semantic points.
 
     Args:
@@ -111,7 +109,7 @@ class SegmentationNode(NodeErrorMixin, Node):
     def __init__(self, node_name: str = "segmentation_node", model: Any = None, **kwargs: Any) -> None:
         super().__init__(node_name, **kwargs)
         from drive_segment_ros.ros.msgtypes import rclpy_types
-        from drive_segment_ros.ros.qos import latest_only_qos, output_qos, sensor_qos, tf_static_qos
+        from drive_segment_ros.ros.qos import latest_only_qos, output_qos, sensor_qos
 
         self.types = T = rclpy_types()
         p = declare_parameters(self, PARAMETERS)
@@ -122,12 +120,6 @@ class SegmentationNode(NodeErrorMixin, Node):
             raise DriveSegmentError(f"color_mode must be overlay or color, got {p['color_mode']!r}")
         if not 0.0 <= float(p["overlay_alpha"]) <= 1.0:
             raise DriveSegmentError(f"overlay_alpha must be in [0, 1], got {p['overlay_alpha']}")
-        self.T_param = transform_from_parameter(p["T_cam_lidar"])
-        self.calibration = None
-        if p["calibration_yaml"]:
-            from drive_segment_ros.calibration import load_calibration_yaml
-
-            self.calibration = load_calibration_yaml(p["calibration_yaml"])
         if model is None:
             if not p["model_path"]:
                 raise DriveSegmentError("segmentation_node: parameter model_path is empty (set it in config/segment.yaml or the launch argument model)")
@@ -139,14 +131,12 @@ class SegmentationNode(NodeErrorMixin, Node):
         self.n_stale = 0
         self.last_timing: Dict[str, float] = {}
         self._last_stamp = -1
-        self._infos = collections.deque(maxlen=10)
-        self._tf_tree = None
 
         self.pub_mask = self.create_publisher(T.Image, "~/mask", output_qos())
         self.pub_color = self.create_publisher(T.Image, "~/mask_color", output_qos())
         self.pub_points = self.create_publisher(T.PointCloud2, "~/semantic_points", output_qos()) if p["use_lidar"] else None
         image_type = T.CompressedImage if p["image_transport"] == "compressed" else T.Image
-        self.sub_info = self.create_subscription(T.CameraInfo, "~/camera_info", self.on_camera_info, sensor_qos(10))
+        self.setup_camera_lidar(p, T, use_tf_static=p["use_lidar"])
         if p["use_lidar"]:
             from drive_segment_ros.ros.sync import make_synchronizer
 
@@ -160,56 +150,9 @@ class SegmentationNode(NodeErrorMixin, Node):
         else:
             self.sync = None
             self.subs = [self.create_subscription(image_type, "~/image", self.on_image, latest_only_qos())]
-        if p["use_lidar"] and p["use_tf_static"] and self.T_param is None and self.calibration is None:
-            if T.TFMessage is not None:
-                from drive_segment_ros.calibration import TransformTree
-
-                self._tf_tree = TransformTree()
-                self.sub_tf = self.create_subscription(T.TFMessage, "/tf_static", self.on_tf_static, tf_static_qos())
-            else:
-                self.get_logger().warning("tf2_msgs not importable: /tf_static unavailable; set T_cam_lidar or calibration_yaml")
         self.get_logger().info(f"segmentation_node ready: {model!r}, image {self.subs[0].topic_name if hasattr(self.subs[0], 'topic_name') else '~/image'}")
 
-    # -- calibration ----------------------------------------------------------------------
-    def on_tf_static(self, msg: Any) -> None:
-        """Add every ``/tf_static`` transform to the node's :class:`TransformTree`."""
-        try:
-            self._tf_tree.add_tf_message(msg)
-        except Exception as exc:
-            self.report_error(f"bad /tf_static message: {exc}")
-
-    def camera_calibration(self, camera_frame: str):
-        """The calibration YAML entry of ``camera_frame`` (or the image topic), else ``None``."""
-        if self.calibration is None:
-            return None
-        topic = self.subs[0].topic_name if hasattr(self.subs[0], "topic_name") else ""
-        entry = self.calibration.for_camera(camera_frame, topic)
-        if entry is None and len(self.calibration.cameras) == 1:
-            entry = next(iter(self.calibration.cameras.values()))
-        return entry
-
-    def lookup_T_cam_lidar(self, camera_frame: str, lidar_frame: str) -> np.ndarray:
-        """``T_cam_lidar`` (4x4 float64): parameter, else calibration YAML, else /tf_static.
-
-        Raises:
-            DriveSegmentError: when no source gives it.
-        """
-        if self.T_param is not None:
-            return self.T_param
-        entry = self.camera_calibration(camera_frame)
-        if entry is not None:
-            return entry.T_cam_lidar
-        if self._tf_tree is not None:
-            return np.asarray(self._tf_tree.lookup(camera_frame, lidar_frame), dtype=np.float64)
-        raise DriveSegmentError(f"no transform {lidar_frame!r} -> {camera_frame!r}: set T_cam_lidar, calibration_yaml or publish /tf_static")
-
     # -- callbacks ------------------------------------------------------------------------
-    def on_camera_info(self, msg: Any) -> None:
-        """Cache a CameraInfo (the nearest in stamp to each image is used)."""
-        from drive_segment_ros.ros.msgtypes import header_stamp_ns
-
-        self._infos.append((header_stamp_ns(msg), msg))
-
     def on_image(self, img: Any) -> None:
         """Image-only callback (``use_lidar: false``)."""
         self._guarded(img, None)
@@ -225,12 +168,6 @@ class SegmentationNode(NodeErrorMixin, Node):
             self.report_error(f"dropped image ({img.header.frame_id!r}): {exc}")
         except Exception as exc:
             self.report_error(f"dropped image ({img.header.frame_id!r}): {type(exc).__name__}: {exc}")
-
-    def camera_info_for(self, stamp_ns: int) -> Optional[Any]:
-        """The cached CameraInfo nearest in stamp to ``stamp_ns`` (``None`` when none)."""
-        if not self._infos:
-            return None
-        return min(self._infos, key=lambda item: abs(item[0] - stamp_ns))[1]
 
     def is_stale(self, stamp_ns: int) -> bool:
         """True for frames older than the last processed one or than ``max_age_s`` (node clock)."""

@@ -1,0 +1,104 @@
+"""What the camera + LiDAR nodes share: CameraInfo cache and the ``T_cam_lidar`` sources.
+
+``T_cam_lidar`` (LiDAR frame -> camera optical frame, REP 103) comes from, in this order: the
+``T_cam_lidar`` parameter (16 numbers, row-major), the ``calibration_yaml`` file
+(:func:`drive_segment_ros.calibration.load_calibration_yaml`), or ``/tf_static`` (needs
+``tf2_msgs``; transient-local QoS as ``robot_state_publisher`` / ``static_transform_publisher``
+publish it).
+"""
+from __future__ import annotations
+
+import collections
+from typing import Any, Dict, Optional
+
+import numpy as np
+
+from drive_segment_ros.types import DriveSegmentError
+
+#: Parameters every camera + LiDAR node declares (``declare_parameters`` format).
+CAMERA_LIDAR_PARAMETERS: Dict[str, tuple] = {
+    "T_cam_lidar": ([], "LiDAR -> camera optical transform, 16 numbers row-major; empty: calibration_yaml or /tf_static"),
+    "calibration_yaml": ("", "calibration YAML (config/calibration_example.yaml format) used when T_cam_lidar is empty"),
+    "use_tf_static": (True, "look T_cam_lidar up in /tf_static (needs tf2_msgs) when no parameter / YAML gives it"),
+}
+
+
+class CameraLidarMixin:
+    """Mixin for rclpy nodes (with :class:`~drive_segment_ros.nodes.NodeErrorMixin`) pairing images with scans.
+
+    Call :meth:`setup_camera_lidar` in ``__init__``; it subscribes ``~/camera_info`` (and
+    ``/tf_static`` when that is the transform source).
+    """
+
+    def setup_camera_lidar(self, params: Dict[str, Any], types: Any, use_tf_static: bool = True) -> None:
+        """Read the calibration parameters and create the CameraInfo (+ /tf_static) subscriptions.
+
+        Raises:
+            DriveSegmentError: malformed ``T_cam_lidar`` or an unreadable calibration YAML.
+        """
+        from drive_segment_ros.nodes import transform_from_parameter
+        from drive_segment_ros.ros.qos import sensor_qos, tf_static_qos
+
+        self.T_param = transform_from_parameter(params["T_cam_lidar"])
+        self.calibration = None
+        if params["calibration_yaml"]:
+            from drive_segment_ros.calibration import load_calibration_yaml
+
+            self.calibration = load_calibration_yaml(params["calibration_yaml"])
+        self._infos: collections.deque = collections.deque(maxlen=10)
+        self._tf_tree = None
+        self.sub_info = self.create_subscription(types.CameraInfo, "~/camera_info", self.on_camera_info, sensor_qos(10))
+        if use_tf_static and params["use_tf_static"] and self.T_param is None and self.calibration is None:
+            if types.TFMessage is not None:
+                from drive_segment_ros.calibration import TransformTree
+
+                self._tf_tree = TransformTree()
+                self.sub_tf = self.create_subscription(types.TFMessage, "/tf_static", self.on_tf_static, tf_static_qos())
+            else:
+                self.get_logger().warning("tf2_msgs not importable: /tf_static unavailable; set T_cam_lidar or calibration_yaml")
+
+    def on_tf_static(self, msg: Any) -> None:
+        """Add every ``/tf_static`` transform to the node's :class:`TransformTree`."""
+        try:
+            self._tf_tree.add_tf_message(msg)
+        except Exception as exc:
+            self.report_error(f"bad /tf_static message: {exc}")
+
+    def on_camera_info(self, msg: Any) -> None:
+        """Cache a CameraInfo (the nearest in stamp to each image is used)."""
+        from drive_segment_ros.ros.msgtypes import header_stamp_ns
+
+        self._infos.append((header_stamp_ns(msg), msg))
+
+    def camera_info_for(self, stamp_ns: int) -> Optional[Any]:
+        """The cached CameraInfo nearest in stamp to ``stamp_ns`` (``None`` when none)."""
+        if not self._infos:
+            return None
+        return min(self._infos, key=lambda item: abs(item[0] - stamp_ns))[1]
+
+    def camera_calibration(self, camera_frame: str):
+        """The calibration YAML entry of ``camera_frame`` (or of the image topic), else ``None``."""
+        if self.calibration is None:
+            return None
+        topic = getattr(self.subs[0], "topic_name", "")
+        entry = self.calibration.for_camera(camera_frame, topic)
+        if entry is None and len(self.calibration.cameras) == 1:
+            entry = next(iter(self.calibration.cameras.values()))
+        return entry
+
+    def lookup_T_cam_lidar(self, camera_frame: str, lidar_frame: str) -> np.ndarray:
+        """``T_cam_lidar`` (4x4 float64): parameter, else calibration YAML, else /tf_static.
+
+        Raises:
+            DriveSegmentError: when no source gives it.
+        """
+        if self.T_param is not None:
+            return self.T_param
+        entry = self.camera_calibration(camera_frame)
+        if entry is not None:
+            return entry.T_cam_lidar
+        if self._tf_tree is not None:
+            return np.asarray(self._tf_tree.lookup(camera_frame, lidar_frame), dtype=np.float64)
+        raise DriveSegmentError(
+            f"no transform {lidar_frame!r} -> {camera_frame!r}: set T_cam_lidar, calibration_yaml or publish /tf_static"
+        )
