@@ -74,7 +74,7 @@ def _relabel(raw: np.ndarray, min_size: int, max_size: int):
     lut = np.full(counts.size, UNASSIGNED, dtype=np.int32)
     lut[1] = GROUND
     lut[order + 2] = np.arange(order.size, dtype=np.int32)
-    return lut[shifted], sizes[order], int(counts[1])
+    return np.take(lut, shifted, mode="clip"), sizes[order], int(counts[1])  # shifted in [0, counts.size)
 
 
 def relabel_segments(raw: np.ndarray, min_size: int, max_size: int) -> np.ndarray:
