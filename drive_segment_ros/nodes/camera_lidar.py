@@ -86,6 +86,26 @@ class CameraLidarMixin:
             entry = next(iter(self.calibration.cameras.values()))
         return entry
 
+    def camera_and_extrinsics(self, info: Any, camera_frame: str, lidar_frame: str, image_size=None):
+        """``(CameraModel, T_cam_lidar)`` for one image: K/D from ``info`` (``sensor_msgs/CameraInfo``),
+        overridden by the calibration YAML entry when there is one, and the 4x4 float64 transform.
+
+        Args:
+            camera_frame: the image's ``header.frame_id`` (empty: the CameraInfo's).
+            image_size: optional (width, height) the CameraInfo must match.
+
+        Raises:
+            DriveSegmentError: invalid CameraInfo, size mismatch, or no transform source.
+        """
+        from drive_segment_ros.calibration import camera_model_from_info
+
+        camera = camera_model_from_info(info, topic=self.sub_info.topic_name, image_size=image_size)
+        camera_frame = camera_frame or camera.frame_id
+        entry = self.camera_calibration(camera_frame)
+        if entry is not None:
+            camera = entry.apply(camera)
+        return camera, self.lookup_T_cam_lidar(camera_frame, lidar_frame)
+
     def lookup_T_cam_lidar(self, camera_frame: str, lidar_frame: str) -> np.ndarray:
         """``T_cam_lidar`` (4x4 float64): parameter, else calibration YAML, else /tf_static.
 

@@ -159,7 +159,6 @@ class PseudoLabelNode(CameraLidarMixin, NodeErrorMixin, Node):
 
     def make_frame(self, img: Any, cloud: Any):
         """Build the :class:`DriveFrame` of one synchronised pair (raises DriveSegmentError)."""
-        from drive_segment_ros.calibration import camera_model_from_info
         from drive_segment_ros.ros.image import any_image_to_rgb
         from drive_segment_ros.ros.msgtypes import header_stamp_ns
         from drive_segment_ros.ros.pointcloud2 import read_points_xyzi
@@ -170,12 +169,7 @@ class PseudoLabelNode(CameraLidarMixin, NodeErrorMixin, Node):
         info = self.camera_info_for(stamp)
         if info is None:
             raise DriveSegmentError(f"no CameraInfo received on {self.sub_info.topic_name}")
-        camera = camera_model_from_info(info, topic=self.sub_info.topic_name, image_size=(rgb.shape[1], rgb.shape[0]))
-        camera_frame = img.header.frame_id or camera.frame_id
-        entry = self.camera_calibration(camera_frame)
-        if entry is not None:
-            camera = entry.apply(camera)
-        T = self.lookup_T_cam_lidar(camera_frame, cloud.header.frame_id)
+        camera, T = self.camera_and_extrinsics(info, img.header.frame_id, cloud.header.frame_id, (rgb.shape[1], rgb.shape[0]))
         points, rings = read_points_xyzi(cloud)
         if points.shape[0] == 0:
             raise DriveSegmentError("empty PointCloud2 (0 finite points)")

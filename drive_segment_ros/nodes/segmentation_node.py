@@ -189,6 +189,7 @@ class SegmentationNode(CameraLidarMixin, NodeErrorMixin, Node):
         """
         from drive_segment_ros.ros.image import any_image_to_rgb, mono8_to_image_msg, rgb_to_image_msg
         from drive_segment_ros.ros.msgtypes import header_stamp_ns
+        from drive_segment_ros.visualization import overlay
 
         t0 = time.perf_counter()
         stamp = header_stamp_ns(img)
@@ -214,10 +215,10 @@ class SegmentationNode(CameraLidarMixin, NodeErrorMixin, Node):
         mask_msg.header = header
         self.pub_mask.publish(mask_msg)
         if self.pub_color.get_subscription_count() > 0:
-            color = self.model.colorize(class_ids)
             if self.params["color_mode"] == "overlay":
-                a = float(self.params["overlay_alpha"])
-                color = (a * color.astype(np.float32) + (1.0 - a) * rgb.astype(np.float32) + 0.5).astype(np.uint8)
+                color = overlay(rgb, class_ids, self.model.palette, float(self.params["overlay_alpha"]), ignore=None)
+            else:
+                color = self.model.colorize(class_ids)
             color_msg = rgb_to_image_msg(color, header.frame_id, stamp, self.types)
             color_msg.header = header
             self.pub_color.publish(color_msg)
@@ -234,7 +235,6 @@ class SegmentationNode(CameraLidarMixin, NodeErrorMixin, Node):
 
         Returns the (N,) int32 class id per point (-1 = not visible). Raises DriveSegmentError.
         """
-        from drive_segment_ros.calibration import camera_model_from_info
         from drive_segment_ros.projection import labels_to_points
         from drive_segment_ros.ros.msgtypes import header_stamp_ns
         from drive_segment_ros.ros.pointcloud2 import array_to_pointcloud2, read_points_xyzi
@@ -242,12 +242,7 @@ class SegmentationNode(CameraLidarMixin, NodeErrorMixin, Node):
         points, _ = read_points_xyzi(cloud)
         if points.shape[0] == 0:
             raise DriveSegmentError("empty PointCloud2 (0 finite points)")
-        camera = camera_model_from_info(info, topic=self.sub_info.topic_name)
-        camera_frame = camera_frame or camera.frame_id
-        entry = self.camera_calibration(camera_frame)
-        if entry is not None:
-            camera = entry.apply(camera)
-        T = self.lookup_T_cam_lidar(camera_frame, cloud.header.frame_id)
+        camera, T = self.camera_and_extrinsics(info, camera_frame, cloud.header.frame_id)
         point_ids = labels_to_points(class_ids, points, camera, T)
         arr = semantic_cloud_array(points, point_ids)
         msg = array_to_pointcloud2(arr, cloud.header.frame_id, header_stamp_ns(cloud), self.types)

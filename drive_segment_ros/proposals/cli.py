@@ -38,27 +38,19 @@ def _load_configs(config: Any, projection_config: Any, backend: Optional[str]):
     from drive_segment_ros.projection import ProjectionConfig
     from drive_segment_ros.proposals import ProposalConfig
 
-    if config is None:
-        pcfg = ProposalConfig()
-    elif isinstance(config, ProposalConfig):
-        pcfg = config
-    elif isinstance(config, dict):
-        pcfg = ProposalConfig.from_dict(config)
-    else:
-        pcfg = ProposalConfig.from_yaml(config)
+    def coerce(cls, value):  # None -> defaults, instance as is, dict, else a YAML path
+        if value is None:
+            return cls()
+        if isinstance(value, cls):
+            return value
+        return cls.from_dict(value) if isinstance(value, dict) else cls.from_yaml(value)
+
+    pcfg = coerce(ProposalConfig, config)
     if backend is not None:
         if backend not in _BACKENDS:
             raise DriveSegmentError(f"proposals: backend must be one of {_BACKENDS}, got {backend!r}")
         pcfg = ProposalConfig.from_dict({**pcfg.to_dict(), "backend": backend})
-    if projection_config is None:
-        jcfg = ProjectionConfig()
-    elif isinstance(projection_config, ProjectionConfig):
-        jcfg = projection_config
-    elif isinstance(projection_config, dict):
-        jcfg = ProjectionConfig.from_dict(projection_config)
-    else:
-        jcfg = ProjectionConfig.from_yaml(projection_config)
-    return pcfg, jcfg
+    return pcfg, coerce(ProjectionConfig, projection_config)
 
 
 def run_proposals(
