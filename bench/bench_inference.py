@@ -81,7 +81,7 @@ def _threads() -> int:
 def _kitti_rgb():
     import cv2
 
-    from drive_segment_ros import data_dir
+    from drive_segment_training.data import data_dir
 
     path = Path(data_dir()) / "kitti_000008" / "000008.png"
     bgr = cv2.imread(str(path))

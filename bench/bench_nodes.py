@@ -41,7 +41,7 @@ def _models(tmp: Path):
 def _kitti_rgb():
     import cv2
 
-    from drive_segment_ros import data_dir
+    from drive_segment_training.data import data_dir
 
     path = Path(data_dir()) / "kitti_000008" / "000008.png"
     if not path.is_file():

@@ -27,10 +27,9 @@ def _median_ms(fn, repeat=15):
 def main() -> None:
     import cv2
 
-    from drive_segment_ros import data_dir
-    from drive_segment_ros.projection import (
-        ProjectionConfig, depth_buffer, labels_to_points, project_points, segment_map,
-    )
+    from drive_segment_training.data import data_dir
+    from drive_segment_ros.projection import ProjectionConfig, depth_buffer, labels_to_points, project_points
+    from drive_segment_ros.segment_map import segment_map
     from drive_segment_ros.types import CameraModel
 
     d = Path(data_dir()) / "kitti_000008"

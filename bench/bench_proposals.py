@@ -28,9 +28,9 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from drive_segment_ros import data_dir  # noqa: E402
+from drive_segment_training.data import data_dir  # noqa: E402
 from drive_segment_ros.proposals import ProposalConfig, segment_scan  # noqa: E402
-from drive_segment_ros.proposals.range_image import tune_malloc  # noqa: E402
+from drive_segment_ros.nodes.runtime import tune_malloc  # noqa: E402
 
 
 def _rotate(points: np.ndarray, deg: float, rng: np.random.Generator, jitter: float = 0.01) -> np.ndarray:

@@ -25,7 +25,7 @@ def _median_ms(fn, reps=5):
 
 
 def main() -> None:
-    from drive_segment_training.pseudo_labels import pool_segment_features
+    from drive_segment_ros.pseudo_labeling import pool_segment_features
 
     torch.set_num_threads(max(1, torch.get_num_threads()))
     rng = np.random.default_rng(0)

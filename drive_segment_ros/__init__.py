@@ -1,19 +1,9 @@
 """drive_segment_ros: Drive&Segment (Vobecky et al., ECCV 2022; IJCV 2025) for ROS 2.
 
-The algorithms (drives, LiDAR proposals, projection, models, inference) are importable
-without a ROS runtime; the ROS 2 nodes in :mod:`drive_segment_ros.nodes` are thin adapters.
+The runtime core (proposals, projection, per-frame pseudo-labelling, models, inference) imports
+numpy / scipy / OpenCV / torch only; the ROS 2 adapters live in :mod:`drive_segment_ros.ros` and
+:mod:`drive_segment_ros.nodes`. The offline pipeline (drive reading, importers, batch stages,
+training, evaluation, the ``drive-segment`` CLI) is the separate package ``drive_segment_training``.
 """
-import os
 
 __version__ = "0.1.0"
-
-#: Where the real sample frames live (KITTI, nuScenes, Waymo). Override with DRIVE_SEGMENT_DATA.
-DEFAULT_DATA_DIR = os.environ.get(
-    "DRIVE_SEGMENT_DATA",
-    os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "..", "shared", "data"),
-)
-
-
-def data_dir() -> str:
-    """Return the directory holding the real sample data (``$DRIVE_SEGMENT_DATA`` or ``../shared/data``)."""
-    return os.path.abspath(os.environ.get("DRIVE_SEGMENT_DATA", DEFAULT_DATA_DIR))

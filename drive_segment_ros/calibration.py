@@ -1,13 +1,15 @@
-"""Calibration: CameraInfo <-> :class:`CameraModel`, the TF tree of ``/tf_static``, calibration YAML.
+"""Calibration: the TF tree of ``/tf_static``, calibration YAML (no ROS imports, no message building).
 
-* ``sensor_msgs/CameraInfo`` (ros2/common_interfaces): ``k`` row-major 3x3 intrinsics, ``d``
-  distortion (``plumb_bob``: k1 k2 p1 p2 k3), ``r`` rectification, ``p`` 3x4 projection.
 * ``tf2_msgs/TFMessage`` of ``geometry_msgs/TransformStamped``: ``header.frame_id`` is the parent,
   ``child_frame_id`` the child; the transform maps child-frame points into the parent frame, i.e.
   it is ``T_parent_child`` (REP 105 / tf2 convention). Quaternions are ``(x, y, z, w)``, converted
-  with :class:`scipy.spatial.transform.Rotation` (scalar-last).
+  with :class:`scipy.spatial.transform.Rotation` (scalar-last). Messages are read by duck typing
+  (rosbags or rclpy alike); every transform is checked by :func:`.geometry.validate_transform`.
 * The calibration YAML (``config/calibration_example.yaml``) gives ``T_cam_lidar`` per camera for
   bags without ``/tf_static``, plus optional ``K`` / ``D`` overrides.
+
+``sensor_msgs/CameraInfo`` <-> :class:`~drive_segment_ros.types.CameraModel` and building
+``TransformStamped`` messages live in :mod:`drive_segment_ros.ros.camera_info`.
 """
 from __future__ import annotations
 
@@ -15,155 +17,32 @@ import logging
 from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, Iterable, List, Optional, Tuple, Union
+from typing import Any, Dict, Iterable, List, Optional, Union
 
 import numpy as np
 
+from drive_segment_ros.config import load_yaml_mapping
+from drive_segment_ros.geometry import invert_transform, quaternion_to_matrix, validate_transform
 from drive_segment_ros.types import CameraModel, DriveSegmentError
 
 log = logging.getLogger(__name__)
 
 
-# --------------------------------------------------------------------------- CameraInfo
-def camera_model_from_info(msg: Any, topic: str = "", image_size: Optional[Tuple[int, int]] = None) -> CameraModel:
-    """Build a :class:`CameraModel` from a ``sensor_msgs/CameraInfo`` (rosbags or rclpy).
-
-    Args:
-        msg: CameraInfo; ``k`` (9 floats, pixels), ``d``, ``width``, ``height``, ``header.frame_id``.
-        topic: topic name, used in error messages.
-        image_size: optional ``(width, height)`` of the images on the paired image topic; must match.
-
-    Returns:
-        CameraModel with K (3, 3) float64, D (n,) float64, size, ``frame_id`` = the header frame.
-
-    Raises:
-        DriveSegmentError: K not finite / fx or fy <= 0 (uncalibrated all-zero K), non-positive
-        size, or a size different from ``image_size`` — the message names ``topic``.
-    """
-    where = f"CameraInfo on {topic!r}" if topic else "CameraInfo"
-    K = np.asarray(msg.k, dtype=np.float64).reshape(-1)
-    if K.size != 9 or not np.all(np.isfinite(K)):
-        raise DriveSegmentError(f"{where}: K must be 9 finite numbers, got {K.tolist()}")
-    K = K.reshape(3, 3)
-    if K[0, 0] <= 0 or K[1, 1] <= 0:
-        raise DriveSegmentError(f"{where}: fx, fy must be > 0 (is the camera calibrated?), got fx={K[0, 0]}, fy={K[1, 1]}")
-    width, height = int(msg.width), int(msg.height)
-    if width <= 0 or height <= 0:
-        raise DriveSegmentError(f"{where}: image size must be positive, got {width}x{height}")
-    if image_size is not None and (int(image_size[0]), int(image_size[1])) != (width, height):
-        raise DriveSegmentError(
-            f"{where}: size {width}x{height} does not match the image size {int(image_size[0])}x{int(image_size[1])}"
-        )
-    D = np.asarray(msg.d, dtype=np.float64).reshape(-1)
-    if not np.all(np.isfinite(D)):
-        raise DriveSegmentError(f"{where}: distortion D must be finite, got {D.tolist()}")
-    model = str(msg.distortion_model) or "plumb_bob"
-    return CameraModel(K=K, D=D, width=width, height=height, frame_id=str(msg.header.frame_id), distortion_model=model)
-
-
-def camera_info_fields(camera: CameraModel, P: Optional[np.ndarray] = None) -> Dict[str, Any]:
-    """Field values to fill a ``sensor_msgs/CameraInfo`` from a :class:`CameraModel`.
-
-    Args:
-        camera: the model.
-        P: optional 3x4 (or 4x4, top 3 rows used) projection; default ``[K | 0]``.
-
-    Returns:
-        dict with ``height, width, distortion_model, d (n,), k (9,), r (9,) identity, p (12,)``
-        (float64 numpy arrays), ``binning_x = binning_y = 0``. Use with ``header`` and ``roi``,
-        or call :func:`camera_info_msg`.
-
-    Raises:
-        DriveSegmentError: P of the wrong shape.
-    """
-    if P is None:
-        P = np.hstack([camera.K, np.zeros((3, 1))])
-    P = np.asarray(P, dtype=np.float64)
-    if P.shape == (4, 4):
-        P = P[:3]
-    if P.shape != (3, 4):
-        raise DriveSegmentError(f"camera {camera.frame_id!r}: projection P must be 3x4, got {P.shape}")
-    return {
-        "height": int(camera.height),
-        "width": int(camera.width),
-        "distortion_model": camera.distortion_model,
-        "d": np.asarray(camera.D, dtype=np.float64).copy(),
-        "k": camera.K.reshape(-1).copy(),
-        "r": np.eye(3).reshape(-1),
-        "p": P.reshape(-1).copy(),
-        "binning_x": 0,
-        "binning_y": 0,
-    }
-
-
-def camera_info_msg(camera: CameraModel, stamp_ns: int, types: Any = None, P: Optional[np.ndarray] = None) -> Any:
-    """A complete CameraInfo message (rosbags or rclpy ``types``) for ``camera`` (header frame = ``camera.frame_id``)."""
-    from drive_segment_ros.ros.msgtypes import make_header, types_for
-
-    types = types_for(types if types is not None else "rosbags")
-    roi = types.RegionOfInterest(x_offset=0, y_offset=0, height=0, width=0, do_rectify=False)
-    return types.CameraInfo(header=make_header(camera.frame_id, stamp_ns, types), roi=roi, **camera_info_fields(camera, P))
-
-
 # --------------------------------------------------------------------------- transforms
-def quaternion_to_matrix(q_xyzw: Iterable[float]) -> np.ndarray:
-    """(3, 3) float64 rotation of a quaternion ``(x, y, z, w)`` (normalized; scipy Rotation).
+def transform_to_matrix(transform: Any) -> np.ndarray:
+    """(4, 4) float64 ``T_parent_child`` of a ``geometry_msgs/Transform`` (rosbags or rclpy).
+
+    Args:
+        transform: ``translation`` (x, y, z metres) and ``rotation`` (quaternion x, y, z, w).
 
     Raises:
         DriveSegmentError: zero-norm or non-finite quaternion.
     """
-    from scipy.spatial.transform import Rotation
-
-    q = np.asarray(list(q_xyzw), dtype=np.float64)
-    if q.shape != (4,) or not np.all(np.isfinite(q)) or np.linalg.norm(q) < 1e-12:
-        raise DriveSegmentError(f"invalid quaternion (x, y, z, w) {q.tolist()}")
-    return Rotation.from_quat(q).as_matrix()
-
-
-def matrix_to_quaternion(R: np.ndarray) -> np.ndarray:
-    """(4,) float64 quaternion ``(x, y, z, w)`` of a 3x3 rotation (scipy Rotation)."""
-    from scipy.spatial.transform import Rotation
-
-    return Rotation.from_matrix(np.asarray(R, dtype=np.float64)).as_quat()
-
-
-def transform_to_matrix(transform: Any) -> np.ndarray:
-    """(4, 4) float64 of a ``geometry_msgs/Transform`` (``translation`` m, ``rotation`` quaternion)."""
     t, q = transform.translation, transform.rotation
     T = np.eye(4)
     T[:3, :3] = quaternion_to_matrix((q.x, q.y, q.z, q.w))
     T[:3, 3] = (t.x, t.y, t.z)
     return T
-
-
-def validate_transform(T: Any, what: str = "transform") -> np.ndarray:
-    """Check and return a rigid (4, 4) float64 transform (16 numbers accepted, row-major).
-
-    Raises:
-        DriveSegmentError: wrong shape, non-finite, last row != [0 0 0 1], or rotation not orthonormal (tol 1e-3).
-    """
-    M = np.asarray(T, dtype=np.float64)
-    if M.size == 16:
-        M = M.reshape(4, 4)
-    elif M.shape == (3, 4):
-        M = np.vstack([M, [0, 0, 0, 1]])
-    if M.shape != (4, 4):
-        raise DriveSegmentError(f"{what}: expected a 4x4 matrix (or 16 / 3x4 numbers), got shape {np.asarray(T).shape}")
-    if not np.all(np.isfinite(M)) or not np.allclose(M[3], [0, 0, 0, 1]):
-        raise DriveSegmentError(f"{what}: must be finite with last row [0, 0, 0, 1]")
-    R = M[:3, :3]
-    if not np.allclose(R @ R.T, np.eye(3), atol=1e-3) or np.linalg.det(R) < 0:
-        raise DriveSegmentError(f"{what}: rotation part is not a proper rotation (R R^T != I or det < 0)")
-    return M
-
-
-def invert_transform(T: np.ndarray) -> np.ndarray:
-    """Inverse of a rigid (4, 4) transform: ``[R^T | -R^T t]``."""
-    Ti = np.eye(4)
-    R = T[:3, :3]
-    Ti[:3, :3] = R.T
-    Ti[:3, 3] = -R.T @ T[:3, 3]
-    return Ti
 
 
 class TransformTree:
@@ -198,11 +77,15 @@ class TransformTree:
         self._edges.setdefault(child, {})[parent] = invert_transform(T)
 
     def add_transform_stamped(self, ts: Any) -> None:
-        """Add one ``geometry_msgs/TransformStamped`` (parent = ``header.frame_id``, child = ``child_frame_id``)."""
+        """Add one ``geometry_msgs/TransformStamped`` (parent = ``header.frame_id``, child = ``child_frame_id``).
+
+        Raises:
+            DriveSegmentError: as :meth:`add` (invalid or mirrored transform, bad frame names).
+        """
         self.add(transform_to_matrix(ts.transform), ts.header.frame_id, ts.child_frame_id)
 
     def add_tf_message(self, msg: Any) -> None:
-        """Add every transform of a ``tf2_msgs/TFMessage``."""
+        """Add every transform of a ``tf2_msgs/TFMessage``. Raises DriveSegmentError as :meth:`add`."""
         for ts in msg.transforms:
             self.add_transform_stamped(ts)
 
@@ -257,23 +140,6 @@ class TransformTree:
         raise DriveSegmentError(f"no transform path from {source!r} to {target!r} in the TF tree (frames: {self.frames})")
 
 
-def transform_stamped(T_parent_child: np.ndarray, parent: str, child: str, stamp_ns: int, types: Any = None) -> Any:
-    """``geometry_msgs/TransformStamped`` for ``T_parent_child`` (rosbags or rclpy ``types``)."""
-    from drive_segment_ros.ros.msgtypes import make_header, types_for
-
-    types = types_for(types if types is not None else "rosbags")
-    T = validate_transform(T_parent_child, f"transform {parent} -> {child}")
-    q = matrix_to_quaternion(T[:3, :3])
-    return types.TransformStamped(
-        header=make_header(parent, stamp_ns, types),
-        child_frame_id=child,
-        transform=types.Transform(
-            translation=types.Vector3(x=float(T[0, 3]), y=float(T[1, 3]), z=float(T[2, 3])),
-            rotation=types.Quaternion(x=float(q[0]), y=float(q[1]), z=float(q[2]), w=float(q[3])),
-        ),
-    )
-
-
 # --------------------------------------------------------------------------- YAML
 @dataclass
 class CameraCalibration:
@@ -323,8 +189,6 @@ def load_calibration_yaml(path: Union[str, Path]) -> Calibration:
     Raises:
         DriveSegmentError: missing file, invalid YAML, no ``cameras`` mapping, wrong-shape matrices.
     """
-    from drive_segment_ros.config_io import load_yaml_mapping
-
     path = Path(path)
     data = load_yaml_mapping(path, "calibration file")
     if not isinstance(data, dict) or not isinstance(data.get("cameras"), dict) or not data["cameras"]:

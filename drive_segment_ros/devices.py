@@ -1,10 +1,12 @@
 """Torch device selection shared by training and inference."""
 from __future__ import annotations
 
+import torch
+
 from drive_segment_ros.types import DriveSegmentError
 
 
-def resolve_device(name: str = "auto"):
+def resolve_device(name: str = "auto") -> torch.device:
     """Turn ``"auto" | "cpu" | "cuda" | "cuda:N"`` into a ``torch.device``.
 
     ``"auto"`` picks CUDA when ``torch.cuda.is_available()``, else the CPU.
@@ -13,8 +15,6 @@ def resolve_device(name: str = "auto"):
         DriveSegmentError: unknown device string, an unsupported device type, or CUDA
         requested but not available to torch.
     """
-    import torch
-
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:

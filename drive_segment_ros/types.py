@@ -18,6 +18,13 @@ from typing import Optional
 
 import numpy as np
 
+#: Proposal point label of LiDAR points classified as ground (``segment_scan`` output, int32).
+GROUND = -1
+#: Proposal point label of LiDAR points in no segment (too far, too small a cluster, invalid).
+UNASSIGNED = -2
+#: Value of a training label map (uint8) pixel that carries no label; losses and metrics skip it.
+IGNORE_INDEX = 255
+
 
 class DriveSegmentError(RuntimeError):
     """Base class of the errors this package raises on bad user input (one clear line)."""

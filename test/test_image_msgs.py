@@ -128,3 +128,25 @@ def test_real_nuscenes_jpeg_decodes_like_opencv(nuscenes_dir):
     rgb = compressed_msg_to_rgb(msg)
     assert rgb.shape == (900, 1600, 3)
     np.testing.assert_array_equal(rgb, cv2.imread(str(path), cv2.IMREAD_COLOR)[:, :, ::-1])
+
+
+def test_one_decoder_even_when_cv_bridge_is_importable(monkeypatch):
+    """cv_bridge (when installed) must not change what an rclpy Image decodes to: ONE tested decoder."""
+    import importlib
+    import sys
+    import types as pytypes
+
+    import drive_segment_ros.ros.image as image_mod
+
+    class FakeBridge:  # stands for a bridge whose result differs from ours (e.g. ignoring ``step`` padding)
+        def imgmsg_to_cv2(self, msg, desired_encoding="passthrough"):
+            return np.zeros((int(msg.height), int(msg.width), 3), np.uint8)
+
+    monkeypatch.setitem(sys.modules, "cv_bridge", pytypes.SimpleNamespace(CvBridge=FakeBridge))
+    try:
+        reloaded = importlib.reload(image_mod)
+        msg = _img(rclpy_types(), RGB[:, :, ::-1], "bgr8", pad=3)
+        np.testing.assert_array_equal(reloaded.image_msg_to_rgb(msg), RGB)
+    finally:
+        monkeypatch.delitem(sys.modules, "cv_bridge")
+        importlib.reload(image_mod)

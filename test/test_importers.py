@@ -8,9 +8,10 @@ import numpy as np
 import pytest
 from rosbags.highlevel import AnyReader
 
-from drive_segment_ros.calibration import TransformTree, invert_transform
-from drive_segment_ros.drives import DriveReader
-from drive_segment_ros.importers import KITTI_DEFAULT_STAMP_NS, import_kitti, import_nuscenes, kitti_T_cam_lidar
+from drive_segment_ros.calibration import TransformTree
+from drive_segment_training.drives import DriveReader
+from drive_segment_ros.geometry import invert_transform
+from drive_segment_training.importers import KITTI_DEFAULT_STAMP_NS, import_kitti, import_nuscenes, kitti_T_cam_lidar
 from drive_segment_ros.ros.msgtypes import rosbags_typestore
 from drive_segment_ros.types import DriveSegmentError
 
@@ -138,7 +139,7 @@ def test_nuscenes_keyframe_extrinsics_mcap(nuscenes_dir, tmp_path):
 def test_importer_errors_and_cli(kitti_dir, tmp_path, capsys):
     import argparse
 
-    from drive_segment_ros import importers
+    from drive_segment_training import importers
 
     with pytest.raises(DriveSegmentError, match="source directory"):
         import_kitti(tmp_path / "nope", tmp_path / "x")

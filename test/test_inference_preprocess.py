@@ -7,11 +7,11 @@ import pytest
 import torch
 
 from drive_segment_ros.inference.preprocess import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
     Preprocessor,
-    _voc_palette,
     argmax_classes,
-    colorize_mask,
-    get_palette,
+    normalize_image,
     postprocess,
 )
 from drive_segment_ros.types import DriveSegmentError
@@ -129,27 +129,15 @@ def test_postprocess_errors():
         postprocess(np.zeros((3, 4, 4), np.float32), (0, 4))
 
 
-def test_voc_palette_published_colours():
-    pal = _voc_palette(256)
-    assert pal.shape == (256, 3) and pal.dtype == np.uint8
-    np.testing.assert_array_equal(pal[[0, 1, 2, 7, 15]], [[0, 0, 0], [128, 0, 0], [0, 128, 0], [128, 128, 128], [192, 128, 128]])
-    assert len({tuple(c) for c in pal}) == 256  # every class gets its own colour
-
-
-def test_colorize_mask_lookup_and_errors():
-    pal = np.array([[0, 0, 0], [10, 20, 30], [200, 100, 50]], np.uint8)
-    ids = np.array([[0, 1], [2, 1]], np.uint8)
-    rgb = colorize_mask(ids, pal)
-    assert rgb.shape == (2, 2, 3) and rgb.dtype == np.uint8
-    np.testing.assert_array_equal(rgb[1, 0], [200, 100, 50])
-    np.testing.assert_array_equal(rgb[0, 1], [10, 20, 30])
-    with pytest.raises(DriveSegmentError, match="palette"):
-        colorize_mask(np.array([[3]], np.uint8), pal)
+def test_normalize_image_matches_preprocessor():
+    rgb = np.random.default_rng(0).integers(0, 256, (5, 7, 3), dtype=np.uint8)
+    x = normalize_image(rgb).numpy()
+    assert x.shape == (3, 5, 7) and x.dtype == np.float32
+    ref = (rgb.astype(np.float32) / 255.0 - np.float32(IMAGENET_MEAN)) / np.float32(IMAGENET_STD)
+    np.testing.assert_array_equal(x, ref.transpose(2, 0, 1))
+    np.testing.assert_allclose(x[None], Preprocessor((5, 7))(rgb), atol=1e-5)
     with pytest.raises(DriveSegmentError):
-        colorize_mask(np.zeros((2, 2, 3), np.uint8), pal)
-    full, name = get_palette(256)
-    assert full.shape == (256, 3) and name in ("drive_segment", "voc")
-    assert colorize_mask(ids).shape == (2, 2, 3)
+        normalize_image(rgb.astype(np.float32))
 
 
 def test_preprocess_real_kitti_image(kitti_dir):

@@ -147,11 +147,72 @@ def test_rviz_topics_are_published(declared):
     assert {"segment", "class_id"} <= channels  # the fields the nodes add
 
 
-def test_launch_description_builds_when_launch_is_installed():
+SKIP_NOT_INSTALLED = (
+    "launch_ros is importable, but drive_segment_ros is not in any ament index on AMENT_PREFIX_PATH "
+    "(build and source it: `colcon build --packages-select drive_segment_ros && source install/setup.bash`); "
+    "the static checks above cover the launch file"
+)
+INSTALLED_FILES = ("launch/segment.launch.py", "config/segment.yaml", "config/segment.rviz")
+
+
+def installed_share_or_skip() -> Path:
+    """share/drive_segment_ros of an installed prefix, or skip: no launch_ros / not installed.
+
+    Raises (pytest.fail): the prefix is there but lacks the launch or config files setup.py installs.
+    """
     pytest.importorskip("launch_ros", reason="launch_ros not installed (PyPI wheels); the static checks above cover the file")
+    packages = pytest.importorskip("ament_index_python.packages", reason="ament_index_python not installed")
+    try:
+        share = Path(packages.get_package_share_directory("drive_segment_ros"))
+    except packages.PackageNotFoundError:
+        pytest.skip(SKIP_NOT_INSTALLED)
+    missing = [name for name in INSTALLED_FILES if not (share / name).is_file()]
+    if missing:
+        pytest.fail(f"installed prefix {share} lacks {missing}: rebuild (colcon build) after changing setup.py data_files")
+    return share
+
+
+def test_launch_description_builds_when_launch_is_installed():
+    """Run the launch description against an installed prefix (config paths resolved there)."""
+    share = installed_share_or_skip()
     import importlib.util
 
     spec = importlib.util.spec_from_file_location("segment_launch", LAUNCH)
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
-    assert len(mod.generate_launch_description().entities) > 5
+    description = mod.generate_launch_description()
+    assert len(description.entities) > 5
+    assert (share / "config" / "segment.yaml").is_file()
+
+
+def _fake_launch_ros(monkeypatch):
+    import types
+
+    pytest.importorskip("ament_index_python.packages", reason="ament_index_python not installed")
+    monkeypatch.setitem(__import__("sys").modules, "launch_ros", types.ModuleType("launch_ros"))
+
+
+def test_launch_skips_when_package_is_not_in_an_ament_index(monkeypatch, tmp_path):
+    """launch_ros importable + no installed prefix: a skip with the reason, not PackageNotFoundError."""
+    _fake_launch_ros(monkeypatch)
+    monkeypatch.setenv("AMENT_PREFIX_PATH", str(tmp_path / "empty_prefix"))
+    with pytest.raises(pytest.skip.Exception, match="not in any ament index"):
+        installed_share_or_skip()
+
+
+def test_launch_uses_an_installed_prefix_when_there_is_one(monkeypatch, tmp_path):
+    """A prefix laid out like `colcon build` installs it (setup.py data_files) is found and checked."""
+    _fake_launch_ros(monkeypatch)
+    prefix = tmp_path / "install" / "drive_segment_ros"
+    marker = prefix / "share" / "ament_index" / "resource_index" / "packages" / "drive_segment_ros"
+    marker.parent.mkdir(parents=True)
+    marker.write_text("")
+    share = prefix / "share" / "drive_segment_ros"
+    share.mkdir()
+    monkeypatch.setenv("AMENT_PREFIX_PATH", str(prefix))
+    with pytest.raises(pytest.fail.Exception, match="lacks"):
+        installed_share_or_skip()
+    for name in INSTALLED_FILES:
+        (share / name).parent.mkdir(parents=True, exist_ok=True)
+        (share / name).write_text((ROOT / name).read_text())
+    assert installed_share_or_skip() == share

@@ -243,3 +243,38 @@ def test_msgtypes_namespace(kind):
     assert (h.stamp.sec, h.stamp.nanosec) == (3, 1) and stamp_to_ns(types.time(42)) == 42
     with pytest.raises(DriveSegmentError, match=">= 0"):
         make_time(-1, types)
+
+
+def test_one_decoder_even_when_sensor_msgs_py_is_importable(monkeypatch):
+    """sensor_msgs_py (when installed) must not change what an rclpy cloud decodes to: ONE tested decoder.
+
+    Its ``read_points`` ignores the row padding of organized clouds and splits ``count > 1`` fields into
+    ``name_0 .. name_k``; the fake below returns such a result."""
+    import importlib
+    import sys
+    import types as pytypes
+
+    import drive_segment_ros.ros.pointcloud2 as pc2_mod
+
+    def read_points(msg, skip_nans=False):
+        n = int(msg.height) * int(msg.width)
+        return np.zeros(n, dtype=[("x", "f4"), ("y", "f4"), ("z", "f4"), ("v_0", "f4"), ("v_1", "f4"), ("v_2", "f4")])
+
+    fake = pytypes.ModuleType("sensor_msgs_py")
+    fake.point_cloud2 = pytypes.SimpleNamespace(read_points=read_points)
+    monkeypatch.setitem(sys.modules, "sensor_msgs_py", fake)
+    monkeypatch.setitem(sys.modules, "sensor_msgs_py.point_cloud2", fake.point_cloud2)
+    fields = [("x", 0, FLOAT32, 1), ("y", 4, FLOAT32, 1), ("z", 8, FLOAT32, 1), ("v", 12, FLOAT32, 3)]
+    rows = [[(r * 10.0 + c, 1.0, 2.0, 0.5, 1.5, 2.5) for c in range(3)] for r in range(2)]
+    data = b"".join(b"".join(struct.pack("<6f", *p) for p in row) + b"\xee" * 4 for row in rows)
+    try:
+        reloaded = importlib.reload(pc2_mod)
+        msg = _cloud(rclpy_types(), fields, 24, data, width=3, height=2, row_step=3 * 24 + 4)
+        arr = reloaded.pointcloud2_to_array(msg)
+        assert arr.dtype.names == ("x", "y", "z", "v")
+        assert arr["x"].tolist() == [0, 1, 2, 10, 11, 12]
+        assert arr["v"].tolist() == [[0.5, 1.5, 2.5]] * 6
+    finally:
+        monkeypatch.delitem(sys.modules, "sensor_msgs_py")
+        monkeypatch.delitem(sys.modules, "sensor_msgs_py.point_cloud2")
+        importlib.reload(pc2_mod)

@@ -9,18 +9,16 @@ import cv2
 import numpy as np
 import pytest
 
+from drive_segment_ros.densification import LidarSpacing, densify_kernel_px, estimate_lidar_spacing
 from drive_segment_ros.projection import (
-    LidarSpacing,
     ProjectionConfig,
-    densify_kernel_px,
     depth_buffer,
-    estimate_lidar_spacing,
     labels_to_points,
     pixel_indices,
     project_points,
-    segment_map,
     splat_radius,
 )
+from drive_segment_ros.segment_map import segment_map
 from drive_segment_ros.types import CameraModel, DriveSegmentError
 
 K_SYN = np.array([[500.0, 0.0, 320.0], [0.0, 400.0, 240.0], [0.0, 0.0, 1.0]])

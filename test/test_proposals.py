@@ -266,7 +266,7 @@ def test_segments_respect_size_limits(flat_scene):
 
 
 def test_tune_malloc_changes_no_result(flat_scene):
-    from drive_segment_ros.proposals import tune_malloc
+    from drive_segment_ros.nodes.runtime import tune_malloc
 
     pts, rings, gt = flat_scene
     before = segment_scan(pts, synthetic_config(), rings=rings).labels
@@ -344,7 +344,7 @@ def test_config_yaml_roundtrip(tmp_path):
 @pytest.mark.parametrize(
     "values, match",
     [
-        ({"ground_angel_deg": 7}, "unknown config key"),
+        ({"ground_angel_deg": 7}, "unknown keys"),
         ({"backend": "hdbscan"}, "backend"),
         ({"smooth_window": 4}, "smooth_window"),
         ({"min_segment_size": 0}, "min_segment_size"),
@@ -363,7 +363,7 @@ def test_config_yaml_errors(tmp_path):
         ProposalConfig.from_yaml(tmp_path / "missing.yaml")
     bad = tmp_path / "bad.yaml"
     bad.write_text("eps: 0.3\n")
-    with pytest.raises(DriveSegmentError, match="unknown config key"):
+    with pytest.raises(DriveSegmentError, match="unknown keys"):
         ProposalConfig.from_yaml(bad)
     bad.write_text("- 1\n- 2\n")
     with pytest.raises(DriveSegmentError, match="mapping"):

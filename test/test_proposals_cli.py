@@ -1,4 +1,4 @@
-"""Tests of ``drive-segment proposals`` (drive_segment_ros.proposals.cli) and compute_segment_map."""
+"""Tests of ``drive-segment proposals`` (drive_segment_training.proposals_stage) and compute_segment_map."""
 from __future__ import annotations
 
 import json
@@ -11,10 +11,10 @@ from drive_segment_ros.types import CameraModel, DriveFrame, DriveSegmentError
 
 
 def _run_cli(argv):
-    """Parse ``argv`` with only this module's subcommand registered (as drive_segment_ros.cli does) and run it."""
+    """Parse ``argv`` with only this module's subcommand registered (as drive_segment_training.cli does) and run it."""
     import argparse
 
-    from drive_segment_ros.proposals.cli import add_cli
+    from drive_segment_training.proposals_stage import add_cli
 
     parser = argparse.ArgumentParser(prog="drive-segment")
     add_cli(parser.add_subparsers(dest="command"))
@@ -36,7 +36,7 @@ def _kitti_frame(kitti_dir):
 
 
 def test_compute_segment_map_kitti(kitti_dir):
-    from drive_segment_ros.projection import compute_segment_map
+    from drive_segment_ros.segment_map import compute_segment_map
 
     frame = _kitti_frame(kitti_dir)
     smap, is_ground, proposals = compute_segment_map(frame)
@@ -80,7 +80,7 @@ def test_cli_on_kitti_bag(kitti_bag, tmp_path):
     assert seg.max() < f["n_segments"] + f["n_ground_cells"]
     assert index["projection_config"]["closing_px"] and index["proposal_config"]["backend"] == "range_image"
     # unlabelled pixels keep the image exactly; labelled ones are changed
-    from drive_segment_ros.drives import DriveReader
+    from drive_segment_training.drives import DriveReader
 
     frame = next(iter(DriveReader(kitti_bag, progress=False)))
     bgr = cv2.cvtColor(frame.image, cv2.COLOR_RGB2BGR)
@@ -89,7 +89,7 @@ def test_cli_on_kitti_bag(kitti_bag, tmp_path):
 
 
 def test_cli_errors(tmp_path, kitti_bag):
-    from drive_segment_ros.proposals.cli import run_proposals
+    from drive_segment_training.proposals_stage import run_proposals
 
     with pytest.raises(DriveSegmentError, match="not found"):
         _run_cli(["proposals", str(tmp_path / "nope"), "--out", str(tmp_path / "o")])
@@ -105,7 +105,7 @@ def test_cli_errors(tmp_path, kitti_bag):
 
 def test_run_proposals_nuscenes_bag(nuscenes_bag, tmp_path):
     """Compressed images + ring field; one scan shared by the cameras (segment_scan runs once)."""
-    from drive_segment_ros.proposals.cli import run_proposals
+    from drive_segment_training.proposals_stage import run_proposals
 
     sparse = {"splat_size_m": 0.3, "splat_max_px": 8, "closing_px": [9, 31]}  # HDL-32: rings ~29 px apart
     index = run_proposals([nuscenes_bag], tmp_path / "n", projection_config=sparse, max_frames=2, overlays=False)

@@ -9,15 +9,15 @@ import torch
 
 from drive_segment_ros.types import DriveSegmentError
 from drive_segment_training.evaluation import evaluate_predictions
-from drive_segment_training.pseudo_labels import (
+from drive_segment_ros.pseudo_labeling import (
     PseudoLabelConfig,
     assign_pseudo_classes,
     bilinear_taps,
     feature_cell_size,
-    fit_pseudo_classes,
     partial_label_map,
     pool_segment_features,
 )
+from drive_segment_training.kmeans import fit_pseudo_classes
 
 
 def test_pool_hand_computed_means():
@@ -173,21 +173,28 @@ def real_run(kitti_bag, nuscenes_bag, tmp_path_factory):
 def test_real_run_outputs(real_run):
     import cv2
 
+    from drive_segment_ros import pseudo_label_store as store
+    from drive_segment_training.datasets import read_image
+
     out, index, backbone, _ = real_run
     on_disk = json.loads((out / "index.json").read_text())
-    assert on_disk["k"] == 8 and on_disk["ignore_index"] == 255
+    assert on_disk["k"] == 8 and on_disk["ignore_index"] == 255 and on_disk["format"] == 2
     assert on_disk["backbone"] == "mobilenetv2_deepsort" and on_disk["self_supervised"] is False
     assert "NOT self-supervised" in on_disk["backbone_description"]
-    frames = on_disk["frames"]
-    assert len(frames) == 7  # 1 KITTI camera + 6 nuScenes cameras
+    assert on_disk["settings"]["k"] == 8 and on_disk["settings"]["max_side"] == 384  # the run's settings
+    frames = store.load_pseudo_label_index(out)["frames"]
+    assert len(frames) == 7 == on_disk["n_frames"] == len(index["frames"])  # 1 KITTI camera + 6 nuScenes cameras
     assert sum("kitti" in f["name"] for f in frames) == 1
     centroids = np.load(out / "centroids.npy")
     assert centroids.shape == (8, backbone.embed_dim) and centroids.dtype == np.float32
+    np.testing.assert_array_equal(np.load(out / on_disk["centroids"]), centroids)
     used = np.zeros(8, bool)
+    total_labelled = 0
     for f in frames:
-        img = cv2.imread(str(out / f["image"]))
+        img = read_image(out, f)
         label = cv2.imread(str(out / f["label"]), cv2.IMREAD_UNCHANGED)
-        seg = np.load(out / f["segments"])
+        seg = store.read_segments(out / f["segments"])
+        assert f["segments"].endswith(".png") and f["label"].startswith(on_disk["run_dir"] + "/labels/")
         assert label.dtype == np.uint8 and label.shape == seg.shape == img.shape[:2]
         assert seg.dtype == np.int32
         assert np.all(label[seg < 0] == 255)  # nothing labelled outside LiDAR segments
@@ -195,14 +202,15 @@ def test_real_run_outputs(real_run):
         assert set(vals.tolist()) <= set(range(8)) | {255}
         used[vals[vals < 8]] = True
         assert f["coverage"] == pytest.approx((label != 255).mean())
+        total_labelled += int((label != 255).sum())
         assert 0.02 < f["coverage"] < 0.9 and f["n_segments"] >= 5
         for sid in np.unique(seg[label != 255])[:20]:  # one pseudo-class per segment
             assert len(np.unique(label[seg == sid])) == 1
-        assert (out / "previews" / f"{f['name']}.png").is_file()
+        assert (out / "previews" / f"{f['name']}.jpg").is_file()  # preview_first = 10 covers these 7
         assert f["stamp_ns"] > 0 and f["image_topic"]
+        assert f["image_ref"]["topic"] == f["image_topic"] and f["image_ref"]["stamp_ns"] == f["stamp_ns"]
     assert used.sum() == 8  # every pseudo-class is used somewhere
-    assert sum(on_disk["cluster_pixel_counts"]) == sum(int(round(f["coverage"] * np.prod(
-        cv2.imread(str(out / f["label"]), cv2.IMREAD_UNCHANGED).shape))) for f in frames)
+    assert sum(on_disk["cluster_pixel_counts"]) == total_labelled
     cfg = PseudoLabelConfig.from_yaml(out / "pseudo_label_config.yaml")
     assert cfg.k == 8 and cfg.max_side == 384 and cfg.proposals and cfg.projection
 
@@ -212,25 +220,29 @@ def test_real_run_is_resumable_and_labeler_reproduces(real_run, monkeypatch, cap
 
     import cv2
 
-    from drive_segment_training.pseudo_labels import PseudoLabeler, run_pseudo_labelling
+    from drive_segment_ros.pseudo_labeling import PseudoLabeler
+    from drive_segment_training.pseudo_labels import run_pseudo_labelling
 
     out, index, backbone, bags = real_run
+    from drive_segment_ros import pseudo_label_store as store
+
     before = {f["name"]: cv2.imread(str(out / f["label"]), cv2.IMREAD_UNCHANGED) for f in index["frames"]}
     centroids = np.load(out / "centroids.npy")
 
     # the online labeller (ROS pseudo_label_node) writes the same map as the offline run
-    from drive_segment_ros.drives import DriveReader
+    from drive_segment_training.drives import DriveReader
 
     frame = next(iter(DriveReader(bags[0], progress=False)))
     labeler = PseudoLabeler.from_dir(out, backbone=backbone)
     label, seg = labeler.label_frame(frame)
     kitti_name = [n for n in before if "kitti" in n][0]
     np.testing.assert_array_equal(label, before[kitti_name])
-    np.testing.assert_array_equal(seg, np.load(out / "segments" / f"{kitti_name}.npy"))
+    np.testing.assert_array_equal(seg, store.read_segments(out / "segments" / f"{kitti_name}.png"))
 
     calls = []
-    original = PseudoLabeler.segment_features
-    monkeypatch.setattr(PseudoLabeler, "segment_features", lambda self, fr: calls.append(fr.name) or original(self, fr))
+    original = PseudoLabeler.segment_features_batch
+    monkeypatch.setattr(PseudoLabeler, "segment_features_batch",
+                        lambda self, frs: calls.extend(f.name for f in frs) or original(self, frs))
     # second run through the CLI (same settings from a YAML): every frame comes from the cache
     import argparse
 
@@ -246,7 +258,7 @@ def test_real_run_is_resumable_and_labeler_reproduces(real_run, monkeypatch, cap
     assert args.func(args) == 0
     assert calls == []
     np.testing.assert_array_equal(np.load(out / "centroids.npy"), centroids)
-    for f in index["frames"]:
+    for f in store.load_pseudo_label_index(out)["frames"]:
         np.testing.assert_array_equal(cv2.imread(str(out / f["label"]), cv2.IMREAD_UNCHANGED), before[f["name"]])
 
     # a changed projection config invalidates the cache (logged) and recomputes
@@ -259,7 +271,8 @@ def test_real_run_is_resumable_and_labeler_reproduces(real_run, monkeypatch, cap
 
 
 def test_labeler_without_centroids_and_bad_inputs(tmp_path):
-    from drive_segment_training.pseudo_labels import PseudoLabeler, run_pseudo_labelling
+    from drive_segment_ros.pseudo_labeling import PseudoLabeler
+    from drive_segment_training.pseudo_labels import run_pseudo_labelling
 
     with pytest.raises(DriveSegmentError, match="no pseudo-label model"):
         PseudoLabeler.from_dir(tmp_path)

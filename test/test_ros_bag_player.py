@@ -56,13 +56,25 @@ def test_to_rclpy_copies_every_field(kitti_bag):
 
 
 def test_player_publishes_the_bag(ros, kitti_bag):
+    from rclpy.qos import QoSProfile, ReliabilityPolicy
+    from rosgraph_msgs.msg import Clock
+
     T = rclpy_types()
     got = {t: ros.record(c, t) for t, c in ((IMAGE, T.Image), (INFO, T.CameraInfo), (POINTS, T.PointCloud2))}
+    clock = ros.record(Clock, "/clock", QoSProfile(depth=10, reliability=ReliabilityPolicy.BEST_EFFORT))
     player = ros.add(BagPlayerNode("player_all", context=ros.context, parameter_overrides=[
-        Parameter("bag", value=str(kitti_bag)), Parameter("rate", value=0.0), Parameter("wait_for_subscribers", value=1)]))
+        Parameter("bag", value=str(kitti_bag)), Parameter("rate", value=0.0), Parameter("wait_for_subscribers", value=1),
+        Parameter("wait_topics", value=[IMAGE, INFO, POINTS])]))
     if T.TFMessage is None:
         assert "/tf_static" in player.skipped_topics
     assert ros.spin_until(lambda: player.done and all(got.values()), 20.0)
+    # reliable subscribers (the probe's) acknowledged everything before the player reported done
+    assert player.acked is True
+    # /clock carries the bag time of the published messages (for use_sim_time)
+    assert ros.spin_until(lambda: len(clock) >= 1, 5.0)
+    bag_times = {header_stamp_ns(m[0]) for m in got.values()}
+    ticks = [c.clock.sec * 10**9 + c.clock.nanosec for c in clock]
+    assert min(bag_times) - 10**9 <= min(ticks) and max(ticks) <= max(bag_times) + 10**9
     src = bag_messages(kitti_bag)
     assert np.array_equal(image_msg_to_rgb(got[IMAGE][0]), image_msg_to_rgb(src[IMAGE][0]))
     assert np.array_equal(read_points_xyzi(got[POINTS][0])[0], read_points_xyzi(src[POINTS][0])[0])
@@ -83,6 +95,9 @@ def test_player_loops_and_rejects_bad_bags(ros, kitti_bag, tmp_path):
                                                         Parameter("wait_for_subscribers", value=1)]))
     assert ros.spin_until(lambda: len(infos) >= 3, 20.0)
     assert player.n_loops >= 2 and not player.done
+    # each pass is shifted by (bag span + loop_gap_s): stamps never repeat
+    stamps = [header_stamp_ns(m) for m in infos[:3]]
+    assert stamps[1] - stamps[0] == stamps[2] - stamps[1] == player.span_ns + 100_000_000, stamps
     ros.executor.remove_node(player)
     with pytest.raises(DriveSegmentError, match="not found"):
         BagPlayerNode("player_bad", context=ros.context, parameter_overrides=[Parameter("bag", value=str(tmp_path / "nope"))])
@@ -95,10 +110,10 @@ def test_pseudo_label_node_matches_offline_labeler(ros, kitti_bag, tmp_path):
     """Bag -> player -> pseudo_label_node writes exactly what PseudoLabeler gives offline."""
     import cv2
 
-    from drive_segment_ros.drives import DriveReader
+    from drive_segment_training.drives import DriveReader
     from drive_segment_ros.models.backbones import build_backbone
     from drive_segment_ros.nodes.pseudo_label_node import PseudoLabelNode
-    from drive_segment_training.pseudo_labels import PseudoLabelConfig, PseudoLabeler
+    from drive_segment_ros.pseudo_labeling import PseudoLabelConfig, PseudoLabeler
 
     frame = next(iter(DriveReader(kitti_bag, progress=False)))
     backbone = build_backbone("mobilenetv2_deepsort")

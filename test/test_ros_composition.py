@@ -25,7 +25,7 @@ def test_default_params_file_is_the_repo_config():
 
 def test_stack_on_kitti_bag(kitti_bag, tmp_path):
     from drive_segment_ros.calibration import load_calibration_yaml
-    from drive_segment_ros.drives import DriveReader
+    from drive_segment_training.drives import DriveReader
     from drive_segment_ros.projection import labels_to_points
 
     h = RosHarness("stack")

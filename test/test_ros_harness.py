@@ -72,7 +72,7 @@ def camera_model(frame: dict):
 
 def frame_messages(frame: dict) -> dict:
     """rclpy Image (rgb8), CameraInfo and PointCloud2 (x y z intensity [ring]) of a frame dict."""
-    from drive_segment_ros.calibration import camera_info_msg
+    from drive_segment_ros.ros.camera_info import camera_info_msg
     from drive_segment_ros.ros.image import rgb_to_image_msg
     from drive_segment_ros.ros.msgtypes import rclpy_types
     from drive_segment_ros.ros.pointcloud2 import points_to_pointcloud2
@@ -187,3 +187,85 @@ def test_frame_messages_round_trip(nuscenes_dir):
     assert np.array_equal(pts, f["points"]) and np.array_equal(rings, f["rings"])
     assert (msgs["info"].width, msgs["info"].height) == (1600, 900)
     assert 0 < f["lidar_stamp_ns"] - f["image_stamp_ns"] < 100_000_000  # 35 ms apart
+
+
+# ------------------------------------------------------------------ nodes in separate processes
+class NodeProcess:
+    """A node console script run as ``python -m <module> --ros-args ...`` in its own process (group).
+
+    stdout / stderr go to files (no pipe can fill up); ``wait_for(text)`` polls stderr+stdout.
+    ``signal(sig, group=True)`` sends like a terminal's Ctrl-C does (to the process group).
+    """
+
+    def __init__(self, module: str, ros_args, env: dict, log_dir: Path, name: str) -> None:
+        import subprocess
+        import sys
+
+        self.name = name
+        self.out_path = Path(log_dir) / f"{name}.out"
+        self.err_path = Path(log_dir) / f"{name}.err"
+        self._out = open(self.out_path, "wb")
+        self._err = open(self.err_path, "wb")
+        self.proc = subprocess.Popen([sys.executable, "-m", module, "--ros-args", *ros_args], env=env,
+                                     stdout=self._out, stderr=self._err, start_new_session=True,
+                                     cwd=str(Path(__file__).resolve().parents[1]))
+
+    def text(self) -> str:
+        return self.out_path.read_text(errors="replace") + self.err_path.read_text(errors="replace")
+
+    def stderr(self) -> str:
+        return self.err_path.read_text(errors="replace")
+
+    def wait_for(self, text: str, timeout: float = 60.0) -> bool:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if text in self.text():
+                return True
+            if self.proc.poll() is not None:
+                return text in self.text()
+            time.sleep(0.05)
+        return False
+
+    def signal(self, sig: int, group: bool = True) -> None:
+        if self.proc.poll() is None:
+            if group:
+                os.killpg(self.proc.pid, sig)
+            else:
+                self.proc.send_signal(sig)
+
+    def wait(self, timeout: float = 20.0):
+        import subprocess
+
+        try:
+            return self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            return None
+
+    def close(self) -> None:
+        import signal as _signal
+
+        if self.proc.poll() is None:
+            try:
+                os.killpg(self.proc.pid, _signal.SIGKILL)
+            except ProcessLookupError:  # pragma: no cover
+                pass
+            self.proc.wait(10)
+        self._out.close()
+        self._err.close()
+
+
+def process_env(domain_id: int) -> dict:
+    """Environment for node subprocesses: own domain, localhost discovery, one OpenMP thread."""
+    env = dict(os.environ)
+    env.update(ROS_DOMAIN_ID=str(domain_id), ROS_AUTOMATIC_DISCOVERY_RANGE="LOCALHOST", OMP_NUM_THREADS="1",
+               PYTHONUNBUFFERED="1", RCUTILS_LOGGING_BUFFERED_STREAM="0")
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(Path(__file__).resolve().parents[1]), env.get("PYTHONPATH", "")]))
+    return env
+
+
+def assert_clean_exit(p: NodeProcess, timeout: float = 20.0) -> None:
+    """The process ended with status 0 and printed no Python traceback."""
+    rc = p.wait(timeout)
+    err = p.stderr()
+    assert rc == 0, f"{p.name}: exit status {rc}\n{err[-3000:]}"
+    assert "Traceback" not in err and "RCLError" not in err and "context is invalid" not in err, f"{p.name}:\n{err[-3000:]}"

@@ -146,13 +146,20 @@ def test_bad_inputs_logged_and_node_keeps_running(ros):
     bad = frame_messages(f)
     bad["info"].width = 1000
     expect_error(bad, "does not match CameraInfo", 2 * 10**9)
-    # empty cloud
-    bad = frame_messages(f)
-    bad["cloud"] = points_to_pointcloud2(np.zeros((0, 4), np.float32), f["lidar_frame"], f["lidar_stamp_ns"], T)
-    expect_error(bad, "empty", 3 * 10**9)
+    # empty cloud / a cloud whose data length is wrong: only the semantic points are skipped
+    for k, broken in enumerate(("empty", "data")):
+        bad = frame_messages(f)
+        if broken == "empty":
+            bad["cloud"] = points_to_pointcloud2(np.zeros((0, 4), np.float32), f["lidar_frame"], f["lidar_stamp_ns"], T)
+        else:
+            bad["cloud"].data = bytes(bad["cloud"].data)[:-7]
+        n_mask = len(ros.mask)
+        expect_error(bad, "semantic points skipped", (3 + k) * 10**9 + 5 * 10**8)
+        assert "mask published" in node.last_error and broken in node.last_error.lower(), node.last_error
+        assert ros.spin_until(lambda: len(ros.mask) > n_mask, 10.0) and ros.mask[-1].header.stamp == bad["image"].header.stamp
     # next good frame still produces output
     n = len(ros.mask)
-    good = restamp(frame_messages(f), 4 * 10**9)
+    good = restamp(frame_messages(f), 5 * 10**9)
     send(ros, good)
     assert ros.spin_until(lambda: len(ros.points) > 0 and ros.points[-1].header.stamp == good["cloud"].header.stamp, 60.0)
     assert len(ros.mask) > n and ros.mask[-1].header.stamp == good["image"].header.stamp
@@ -162,7 +169,7 @@ def test_stale_frames_dropped(ros):
     node = ros.node
     f = ros.kitti
     newest = node._last_stamp
-    stale = restamp(frame_messages(f), newest - f["image_stamp_ns"] - 10**9)  # older than the last processed frame
+    stale = restamp(frame_messages(f), newest - f["image_stamp_ns"] - 5 * 10**8)  # 0.5 s older than the last processed frame
     n_stale = node.n_stale
     send(ros, stale)
     assert ros.spin_until(lambda: node.n_stale > n_stale, 30.0)
@@ -227,3 +234,42 @@ def test_max_age_drops_old_frames(ros):
     fresh = rgb_to_image_msg(ros.kitti["rgb"], "cam", node.get_clock().now().nanoseconds, T)
     pub.publish(fresh)
     assert ros.spin_until(lambda: len(masks) == 1, 30.0) and node.n_stale == 1
+
+
+def _png_header(width: int, height: int) -> bytes:
+    """A PNG signature + IHDR chunk claiming ``width`` x ``height`` (no pixel data)."""
+    import struct
+    import zlib
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + struct.pack(">I", 13) + b"IHDR" + ihdr + struct.pack(">I", zlib.crc32(b"IHDR" + ihdr))
+
+
+def test_compressed_images_sized_before_decoding(ros, nuscenes_dir):
+    """A PNG claiming 20000x20000 or 3000x2000 is refused from its header (no decoding, no allocation)."""
+    f = nuscenes_frame(nuscenes_dir)
+    node = ros.nus_node
+    node.T_param = f["T_cam_lidar"]
+    T = rclpy_types()
+    for k, (size, text) in enumerate((((20000, 20000), "max_image_pixels"), ((3000, 2000), "does not match CameraInfo 1600x900"))):
+        msgs = restamp(frame_messages(f), (20 + k) * 10**9)
+        stamp = msgs["image"].header.stamp.sec * 10**9 + msgs["image"].header.stamp.nanosec
+        msgs["image"] = encoded_to_compressed_msg(_png_header(*size) + bytes(400_000), "png", f["camera_frame"], stamp, T)
+        errors = node.n_errors
+        send(ros, msgs, prefix="nus_")
+        assert ros.spin_until(lambda: node.n_errors > errors, 30.0)
+        assert "refused before decoding" in node.last_error and text in node.last_error, node.last_error
+        assert f"{size[0]}x{size[1]}" in node.last_error
+
+
+def test_time_jump_back_resets_stale_state(ros):
+    """A stamp far behind the last processed one (bag restarted) is processed, not dropped as stale."""
+    node = ros.node
+    f = ros.kitti
+    newest = node._last_stamp
+    assert newest > 0
+    back = restamp(frame_messages(f), f["image_stamp_ns"] - 10**9 - f["image_stamp_ns"])  # 1 s before the KITTI stamp
+    n, n_stale = len(ros.mask), node.n_stale
+    send(ros, back)
+    assert ros.spin_until(lambda: len(ros.mask) > n, 30.0), node.last_error
+    assert node.n_stale == n_stale and node._last_stamp == f["image_stamp_ns"] - 10**9

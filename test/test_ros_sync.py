@@ -5,7 +5,8 @@ from types import SimpleNamespace
 
 import pytest
 
-from drive_segment_ros.ros.sync import ApproximateTimeSynchronizer, stamp_ns
+from drive_segment_ros.ros.msgtypes import header_stamp_ns
+from drive_segment_ros.ros.sync import ApproximateTimeSynchronizer
 from drive_segment_ros.types import DriveSegmentError
 
 
@@ -15,7 +16,7 @@ def msg(t_ms: float, tag: str = ""):
 
 
 def ms(m) -> float:
-    return stamp_ns(m) / 1e6
+    return header_stamp_ns(m) / 1e6
 
 
 def collect(sync):
@@ -25,9 +26,9 @@ def collect(sync):
 
 
 def test_stamp_ns_and_missing_header():
-    assert stamp_ns(msg(1500.25)) == 1_500_250_000
+    assert header_stamp_ns(msg(1500.25)) == 1_500_250_000
     with pytest.raises(DriveSegmentError, match="header.stamp"):
-        stamp_ns(object())
+        header_stamp_ns(object())
 
 
 def test_pairs_within_slop_returns_tuple():
@@ -152,7 +153,7 @@ def test_make_synchronizer_on_a_real_node():
     try:
         pairs = []
         sync, subs = make_synchronizer(h.probe, [(CameraInfo, "/s/a", output_qos()), (PointCloud2, "/s/b", output_qos())],
-                                       lambda a, b: pairs.append((stamp_ns(a), stamp_ns(b))), queue_size=5, slop_s=0.02,
+                                       lambda a, b: pairs.append((header_stamp_ns(a), header_stamp_ns(b))), queue_size=5, slop_s=0.02,
                                        prefer_message_filters=False)
         assert isinstance(sync, ApproximateTimeSynchronizer) and len(subs) == 2
         pa, pb = h.publisher(CameraInfo, "/s/a"), h.publisher(PointCloud2, "/s/b")

@@ -77,7 +77,7 @@ def test_config_validation(bad, match):
 def test_config_from_dict_rejects_unknown_keys():
     with pytest.raises(DriveSegmentError, match="unknown keys"):
         SegmenterConfig.from_dict({"n_classes": 3, "heads": 2})
-    with pytest.raises(DriveSegmentError, match="expects a dict"):
+    with pytest.raises(DriveSegmentError, match="must be a mapping"):
         SegmenterConfig.from_dict([1, 2])
 
 
@@ -191,7 +191,7 @@ def test_learns_a_synthetic_two_class_scene():
         lab = np.zeros((64, 96), np.int64)
         lab[:, split:] = 1
         lab[:, split - 6:split + 6] = 255  # unlabelled band around the boundary
-        imgs.append(normalize_image(rgb, model.mean, model.std))
+        imgs.append(normalize_image(rgb, model.mean, model.std)[None])
         labels.append(torch.from_numpy(lab))
     x, y = torch.cat(imgs), torch.stack(labels)
     opt = torch.optim.Adam(model.decoder_parameters(), lr=1e-2)
@@ -214,7 +214,7 @@ def test_learns_a_synthetic_two_class_scene():
 def test_forward_on_real_kitti(kitti_dir, cnn_model):
     bgr = cv2.imread(str(kitti_dir / "000008.png"), cv2.IMREAD_COLOR)
     rgb = cv2.resize(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB), (512, 160), interpolation=cv2.INTER_AREA)
-    x = normalize_image(rgb, cnn_model.mean, cnn_model.std)
+    x = normalize_image(rgb, cnn_model.mean, cnn_model.std)[None]
     with torch.no_grad():
         logits = cnn_model(x)
     assert logits.shape == (1, 6, 160, 512) and torch.isfinite(logits).all()

@@ -5,13 +5,13 @@ import numpy as np
 import pytest
 
 from drive_segment_ros.types import DriveSegmentError
+from drive_segment_training.figures import draw_proposals
 from drive_segment_ros.visualization import (
     CITYSCAPES_CLASSES,
     cityscapes_palette,
     colorize,
     depth_colors,
     draw_points,
-    draw_proposals,
     overlay,
     palette,
 )

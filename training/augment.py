@@ -21,23 +21,22 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from typing import List, Optional, Sequence, Tuple
+from typing import ClassVar, List, Optional, Sequence, Tuple
 
 import cv2
 import numpy as np
 
-from drive_segment_ros.types import DriveSegmentError
+from drive_segment_ros.config import ConfigBase
+from drive_segment_ros.types import IGNORE_INDEX, DriveSegmentError
 
 LOG = logging.getLogger(__name__)
 
-#: Label value of pixels without a pseudo-label (Drive&Segment partial labels).
-IGNORE_INDEX = 255
 #: Segment-map value of pixels not covered by a LiDAR segment.
 NO_SEGMENT = -1
 
 
 @dataclass
-class AugmentConfig:
+class AugmentConfig(ConfigBase):
     """Training-time augmentation settings (all probabilities in [0, 1]).
 
     Attributes:
@@ -66,12 +65,18 @@ class AugmentConfig:
     copy_paste_scale_range: Tuple[float, float] = (0.9, 1.1)
     copy_paste_min_pixels: int = 50
 
-    def __post_init__(self) -> None:
-        lo, hi = (float(v) for v in self.scale_range)
+    CONFIG_NAME: ClassVar[str] = "augment"
+
+    def validate(self) -> "AugmentConfig":
+        """Coerce the ranges to float pairs and check them; raise :class:`DriveSegmentError`."""
+        try:
+            lo, hi = (float(v) for v in self.scale_range)
+            clo, chi = (float(v) for v in self.copy_paste_scale_range)
+        except (TypeError, ValueError):
+            raise DriveSegmentError("augment: scale_range / copy_paste_scale_range must be pairs of numbers") from None
         if not (0 < lo <= hi):
             raise DriveSegmentError(f"augment: scale_range must satisfy 0 < min <= max, got {self.scale_range}")
         self.scale_range = (lo, hi)
-        clo, chi = (float(v) for v in self.copy_paste_scale_range)
         if not (0 < clo <= chi):
             raise DriveSegmentError(
                 f"augment: copy_paste_scale_range must satisfy 0 < min <= max, got {self.copy_paste_scale_range}"
@@ -82,6 +87,7 @@ class AugmentConfig:
             if not 0.0 <= value <= 1.0:
                 raise DriveSegmentError(f"augment: {name} must be in [0, 1], got {value}")
             setattr(self, name, value)
+        return self
 
 
 def _check_triplet(img: np.ndarray, label: np.ndarray, segments: np.ndarray, what: str = "sample") -> None:

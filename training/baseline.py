@@ -5,7 +5,7 @@ pseudo-labels against clustering image features alone. This module measures that
 the *same* backbone and the *same* k as the LiDAR pipeline so the two numbers are comparable:
 
 * :func:`fit_pixel_kmeans` -- sample pixels of the (bilinearly upsampled) feature maps of a set of
-  images and fit scikit-learn k-means (the same :func:`~drive_segment_training.pseudo_labels.fit_pseudo_classes`).
+  images and fit scikit-learn k-means (the same :func:`~drive_segment_training.kmeans.fit_pseudo_classes`).
 * :func:`predict_pixel_kmeans` -- per-pixel nearest centroid at full image resolution (features
   upsampled with ``align_corners=False`` bilinear interpolation, ``grid_sample`` in row bands so
   the (C, H, W) map is never held at once).
@@ -16,16 +16,14 @@ import logging
 from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
 import numpy as np
+import torch
+import torch.nn.functional as tF
+from tqdm import tqdm
 
+from drive_segment_ros.pseudo_labeling import _as_feature_array, bilinear_taps, image_features, l2_normalize
 from drive_segment_ros.types import DriveSegmentError
-
-from drive_segment_training.pseudo_labels import (
-    _as_feature_array,
-    bilinear_taps,
-    fit_pseudo_classes,
-    image_features,
-    l2_normalize,
-)
+from drive_segment_training.evaluation import evaluate_predictions
+from drive_segment_training.kmeans import fit_pseudo_classes
 
 LOG = logging.getLogger(__name__)
 
@@ -37,7 +35,7 @@ def sample_pixel_features(features, ys: np.ndarray, xs: np.ndarray, cell_size: T
         features: (C, h, w) float torch tensor / numpy array.
         ys, xs: (P,) integer pixel rows / columns of the original image.
         cell_size: ``(cell_y, cell_x)`` image pixels per feature cell
-            (:func:`~drive_segment_training.pseudo_labels.feature_cell_size`).
+            (:func:`~drive_segment_ros.pseudo_labeling.feature_cell_size`).
 
     Returns:
         (P, C) float32.
@@ -82,8 +80,6 @@ def fit_pixel_kmeans(
     Raises:
         DriveSegmentError: no images, bad images, or fewer sampled pixels than k.
     """
-    from tqdm import tqdm
-
     if max_pixels_per_image < 1:
         raise DriveSegmentError(f"max_pixels_per_image must be >= 1, got {max_pixels_per_image}")
     rng = np.random.default_rng(seed)
@@ -106,9 +102,7 @@ def fit_pixel_kmeans(
 def _band_grid(rows: np.ndarray, W: int, h: int, w: int, cy: float, cx: float):
     """``grid_sample`` grid (1, b, W, 2) that samples feature coordinate ``(p + 0.5) / cell - 0.5``
     for every pixel of the given rows (``align_corners=False``; border padding = the same clamping
-    as :func:`~drive_segment_training.pseudo_labels.bilinear_taps`)."""
-    import torch
-
+    as :func:`~drive_segment_ros.pseudo_labeling.bilinear_taps`)."""
     gx = torch.as_tensor((np.arange(W) + 0.5) * 2.0 / (cx * w) - 1.0, dtype=torch.float32)
     gy = torch.as_tensor((np.asarray(rows) + 0.5) * 2.0 / (cy * h) - 1.0, dtype=torch.float32)
     return torch.stack(torch.broadcast_tensors(gx[None, :], gy[:, None]), dim=-1)[None]
@@ -146,9 +140,6 @@ def predict_pixel_kmeans(
     Raises:
         DriveSegmentError: centroid dimension differs from the feature channels, bad image.
     """
-    import torch
-    import torch.nn.functional as tF
-
     rgb = np.asarray(rgb)
     feats, (cy, cx) = image_features(backbone, rgb, max_side, window)
     F = torch.as_tensor(_as_feature_array(feats))
@@ -192,8 +183,6 @@ def evaluate_pixel_kmeans(
     Returns:
         the metrics dict (``mIoU``, ``pixel_accuracy``, ``per_class_iou``, ``confusion``, ``mapping``...).
     """
-    from drive_segment_training.evaluation import evaluate_predictions
-
     k = int(np.asarray(centroids).shape[0])
     preds = (predict_pixel_kmeans(backbone, centroids, rgb, normalize, max_side) for _, rgb, _ in items)
     return evaluate_predictions(preds, (gt for _, _, gt in items), n_pred=k, n_gt=n_gt, matching=matching)

@@ -1,15 +1,14 @@
 """Partial-pseudo-label datasets for the teacher and the student (Drive&Segment Sec. 3.3-3.4).
 
-Reads the directory written by the pseudo-label step (``drive-segment pseudo-label``)::
-
-    DIR/index.json   {"k", "backbone", "backbone_description", "self_supervised",
-                      "ignore_index": 255,
-                      "frames": [{"name", "image": "images/<name>.png",
-                                  "label": "labels/<name>.png",
-                                  "segments": "segments/<name>.npy", ...}, ...]}
-    DIR/images/<name>.png     RGB image
-    DIR/labels/<name>.png     uint8 partial labels (pseudo-class id, 255 = ignore)
-    DIR/segments/<name>.npy   int32 (H, W) LiDAR segment map, -1 = no segment
+Reads the directory written by the pseudo-label step (``drive-segment pseudo-label`` or the
+``pseudo_label_node``; the one layout is :mod:`drive_segment_ros.pseudo_label_store`, which also
+reads the index and the frames). ``DIR/index.json`` marks a complete run; the frame records are
+streamed from its ``frames_file`` (JSON lines; only the byte offset of each line is kept, so
+memory does not grow with the drive), or read from its inline ``frames`` list (the node, format 1).
+Each record names ``image`` (a file: the camera's original compressed bytes or a PNG) or
+``image_ref`` (``{"bag", "topic", "stamp_ns"}``: read back from the bag by
+:class:`BagImageLoader`), ``label`` (uint8 PNG, 255 = ignore) and ``segments`` (uint16 PNG
+id + 1, or int32 ``.npy``).
 
 and yields augmented, normalised training crops (:mod:`drive_segment_training.augment`).
 Randomness is a pure function of ``(seed, index)``: index ``i`` returns frame ``i % len``
@@ -19,20 +18,23 @@ the number of DataLoader workers.
 """
 from __future__ import annotations
 
-import json
 import logging
+import threading
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, Optional, Sequence, Tuple, Union
 
-import cv2
 import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from drive_segment_ros.types import DriveSegmentError
-
-from .augment import (
-    IGNORE_INDEX,
+from drive_segment_ros import pseudo_label_store as store
+from drive_segment_ros.inference.preprocess import IMAGENET_MEAN, IMAGENET_STD, normalize_image
+from drive_segment_ros.pseudo_label_store import load_pseudo_label_index, open_frame_index
+from drive_segment_ros.ros.bags import deserialize, iter_messages, open_bag
+from drive_segment_ros.ros.image import any_image_to_rgb
+from drive_segment_ros.ros.msgtypes import header_stamp_ns
+from drive_segment_ros.types import IGNORE_INDEX, DriveSegmentError
+from drive_segment_training.augment import (
     NO_SEGMENT,
     AugmentConfig,
     copy_paste_segments,
@@ -44,79 +46,77 @@ from .augment import (
 
 LOG = logging.getLogger(__name__)
 
-#: ImageNet normalisation (used by DINO and the MobileNetV2 re-ID backbone alike).
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
+__all__ = [
+    "IMAGENET_MEAN", "IMAGENET_STD", "BagImageLoader", "InfiniteSampler", "PseudoLabelDataset",
+    "load_pseudo_label_index", "make_synthetic_pseudo_label_dir", "normalize_image", "read_frame", "read_image",
+]
 
 
-def load_pseudo_label_index(root: Union[str, Path]) -> dict:
-    """Read and validate ``root/index.json`` of a pseudo-label directory.
+class BagImageLoader:
+    """Reads images that a pseudo-label index references as ``image_ref = {"bag", "topic", "stamp_ns"}``.
 
-    Returns:
-        The parsed index (``k``, ``ignore_index``, ``frames`` ...), with every frame's file
-        paths checked to exist.
+    The message on ``topic`` whose header stamp is ``stamp_ns`` is looked up first among the
+    messages logged within ``window_s`` of that stamp (sqlite3 / mcap bags are indexed by log
+    time), then, failing that, in the whole topic. Readers stay open (one per bag, per process:
+    DataLoader workers open their own). Callable as ``loader(frame_record) -> (H, W, 3) uint8 RGB``.
 
-    Raises:
-        DriveSegmentError: missing directory / index, malformed JSON, missing keys or files,
-            or an empty frame list.
+    Raises (on call):
+        DriveSegmentError: the bag cannot be opened (moved or deleted since labelling: use
+            ``--image-storage png``), or holds no such message.
     """
-    root = Path(root)
-    index_path = root / "index.json"
-    if not root.is_dir():
-        raise DriveSegmentError(f"pseudo-label directory {root} does not exist")
-    if not index_path.is_file():
-        raise DriveSegmentError(f"{index_path} not found: run `drive-segment pseudo-label` first")
-    try:
-        index = json.loads(index_path.read_text())
-    except json.JSONDecodeError as exc:
-        raise DriveSegmentError(f"{index_path}: invalid JSON ({exc})") from None
-    if not isinstance(index, dict) or "frames" not in index or "k" not in index:
-        raise DriveSegmentError(f"{index_path}: expected an object with 'k' and 'frames'")
-    frames = index["frames"]
-    if not frames:
-        raise DriveSegmentError(f"{index_path}: no frames")
-    for fr in frames:
-        for key in ("name", "image", "label", "segments"):
-            if key not in fr:
-                raise DriveSegmentError(f"{index_path}: frame {fr.get('name', '?')!r} lacks {key!r}")
-        for key in ("image", "label", "segments"):
-            if not (root / fr[key]).is_file():
-                raise DriveSegmentError(f"{index_path}: frame {fr['name']!r}: {fr[key]} not found")
-    index.setdefault("ignore_index", IGNORE_INDEX)
-    if int(index["k"]) < 1:
-        raise DriveSegmentError(f"{index_path}: k must be >= 1, got {index['k']}")
-    return index
+
+    def __init__(self, window_s: float = 2.0) -> None:
+        self.window_ns = int(window_s * 1e9)
+        self._readers: Dict[str, Any] = {}
+        self._lock = threading.Lock()
+
+    def __getstate__(self):
+        return {"window_ns": self.window_ns}
+
+    def __setstate__(self, state):
+        self.__init__(state["window_ns"] / 1e9)
+
+    def _reader(self, bag: str):
+        if bag not in self._readers:
+            self._readers[bag] = open_bag(bag)
+        return self._readers[bag]
+
+    def __call__(self, frame: dict) -> np.ndarray:
+        ref = frame["image_ref"]
+        bag, topic, stamp = str(ref["bag"]), ref["topic"], int(ref["stamp_ns"])
+        with self._lock:
+            reader = self._reader(bag)
+            conns = [c for c in reader.connections if c.topic == topic]
+            if not conns:
+                raise DriveSegmentError(f"bag {bag!r} has no topic {topic!r} (frame {frame.get('name', '?')!r})")
+            for window in ((stamp - self.window_ns, stamp + self.window_ns + 1), (None, None)):
+                it = reader.messages(connections=conns, start=window[0], stop=window[1]) if window[0] is not None \
+                    else iter_messages(reader, conns, bag)
+                for conn, _, raw in it:
+                    msg = deserialize(reader, raw, conn, bag)
+                    if header_stamp_ns(msg) == stamp:
+                        return any_image_to_rgb(msg)
+        raise DriveSegmentError(f"bag {bag!r}: no image on {topic!r} with stamp {stamp} ns (frame {frame.get('name', '?')!r})")
+
+    def close(self) -> None:
+        """Close the open bag readers."""
+        for r in self._readers.values():
+            r.close()
+        self._readers.clear()
 
 
-def read_frame(root: Union[str, Path], frame: dict) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Load one frame's (image (H,W,3) uint8 RGB, label (H,W) uint8, segments (H,W) int32).
-
-    Raises:
-        DriveSegmentError: unreadable files or mismatched sizes.
-    """
-    root = Path(root)
-    bgr = cv2.imread(str(root / frame["image"]), cv2.IMREAD_COLOR)
-    if bgr is None:
-        raise DriveSegmentError(f"cannot read image {root / frame['image']}")
-    img = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
-    label = cv2.imread(str(root / frame["label"]), cv2.IMREAD_UNCHANGED)
-    if label is None or label.ndim != 2:
-        raise DriveSegmentError(f"cannot read single-channel label {root / frame['label']}")
-    label = label.astype(np.uint8, copy=False)
-    segments = np.load(root / frame["segments"]).astype(np.int32, copy=False)
-    if label.shape != img.shape[:2] or segments.shape != img.shape[:2]:
-        raise DriveSegmentError(
-            f"frame {frame['name']!r}: image {img.shape[:2]}, label {label.shape}, segments {segments.shape} differ"
-        )
-    return img, label, segments
+_DEFAULT_LOADER = BagImageLoader()
 
 
-def normalize_image(img: np.ndarray, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
-    """(H, W, 3) uint8 RGB -> (3, H, W) float32 tensor ``(x / 255 - mean) / std``."""
-    t = torch.from_numpy(np.ascontiguousarray(img)).permute(2, 0, 1).float().div_(255.0)
-    m = torch.tensor(mean, dtype=torch.float32).view(3, 1, 1)
-    s = torch.tensor(std, dtype=torch.float32).view(3, 1, 1)
-    return (t - m) / s
+def read_image(root: Union[str, Path], frame: dict) -> np.ndarray:
+    """(H, W, 3) uint8 RGB image of a frame record: its file, or its bag reference (:class:`BagImageLoader`)."""
+    return store.read_image(root, frame, _DEFAULT_LOADER)
+
+
+def read_frame(root: Union[str, Path], frame: dict):
+    """``(image (H,W,3) uint8, label (H,W) uint8, segments (H,W) int32)`` of a frame record
+    (:func:`drive_segment_ros.pseudo_label_store.read_frame` with bag-referenced images)."""
+    return store.read_frame(root, frame, _DEFAULT_LOADER)
 
 
 class PseudoLabelDataset(Dataset):
@@ -131,7 +131,8 @@ class PseudoLabelDataset(Dataset):
             scale at which the image just covers the crop (``max(h / H, w / W)``).
         mean, std: per-channel normalisation of the backbone (RGB, [0, 1] units).
         seed: base seed; sample ``i`` uses ``numpy.random.default_rng([seed, i])``.
-        cache: keep decoded frames in memory (small pseudo-label sets).
+        cache: keep decoded frames in memory; ``None`` (default) = only for sets of at most
+            :attr:`CACHE_MAX_FRAMES` frames, so memory does not grow with a long drive.
 
     Items (``dataset[i]``, frame ``i % len(dataset)``) are dicts:
         ``image`` (3, h, w) float32 normalised; ``label`` (h, w) int64 (``ignore_index`` = 255
@@ -142,6 +143,9 @@ class PseudoLabelDataset(Dataset):
         DriveSegmentError: bad directory / index (see :func:`load_pseudo_label_index`), bad crop size.
     """
 
+    #: Largest set whose decoded frames are cached in memory by default.
+    CACHE_MAX_FRAMES = 256
+
     def __init__(
         self,
         root: Union[str, Path],
@@ -151,11 +155,11 @@ class PseudoLabelDataset(Dataset):
         mean: Sequence[float] = IMAGENET_MEAN,
         std: Sequence[float] = IMAGENET_STD,
         seed: int = 0,
-        cache: bool = True,
+        cache: Optional[bool] = None,
     ) -> None:
         self.root = Path(root)
-        self.index = load_pseudo_label_index(self.root)
-        self.frames: List[dict] = list(self.index["frames"])
+        self.frames = open_frame_index(self.root)  # streamed: byte offsets only (format 2)
+        self.index = dict(self.frames.meta)
         self.k = int(self.index["k"])
         self.ignore_index = int(self.index.get("ignore_index", IGNORE_INDEX))
         if len(crop_size) != 2 or min(int(c) for c in crop_size) < 1:
@@ -166,8 +170,9 @@ class PseudoLabelDataset(Dataset):
         self.mean = tuple(float(v) for v in mean)
         self.std = tuple(float(v) for v in std)
         self.seed = int(seed)
-        self.cache = bool(cache)
+        self.cache = len(self.frames) <= self.CACHE_MAX_FRAMES if cache is None else bool(cache)
         self._cache: Dict[int, Tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
+        self._loader = BagImageLoader()
 
     def __len__(self) -> int:
         return len(self.frames)
@@ -175,7 +180,7 @@ class PseudoLabelDataset(Dataset):
     def _load(self, j: int) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
         if j in self._cache:
             return self._cache[j]
-        out = read_frame(self.root, self.frames[j])
+        out = store.read_frame(self.root, self.frames[j], self._loader)
         if self.cache:
             self._cache[j] = out
         return out
@@ -288,9 +293,7 @@ def make_synthetic_pseudo_label_dir(
         [[220, 30, 30], [30, 200, 40], [40, 60, 230], [230, 220, 40],
          [200, 40, 210], [40, 210, 210], [250, 140, 20], [20, 20, 20]], dtype=np.float32
     )
-    out = Path(out_dir)
-    for sub in ("images", "labels", "segments"):
-        (out / sub).mkdir(parents=True, exist_ok=True)
+    out = store.make_dirs(out_dir, ("images", "labels", "segments"))
     rng = np.random.default_rng(seed)
     frames = []
     for f in range(int(n_frames)):
@@ -308,12 +311,12 @@ def make_synthetic_pseudo_label_dir(
             segments[y0 : y0 + h, x0 : x0 + w] = j
         img = np.clip(img + rng.normal(0.0, noise, img.shape), 0, 255).astype(np.uint8)
         name = f"synthetic_{f:03d}"
-        cv2.imwrite(str(out / "images" / f"{name}.png"), cv2.cvtColor(img, cv2.COLOR_RGB2BGR))
-        cv2.imwrite(str(out / "labels" / f"{name}.png"), label)
-        np.save(out / "segments" / f"{name}.npy", segments)
-        frames.append({"name": name, "image": f"images/{name}.png", "label": f"labels/{name}.png",
-                       "segments": f"segments/{name}.npy"})
+        paths = store.frame_paths(name)
+        store.write_png(out / paths.image, img)
+        store.write_png(out / paths.label, label)
+        store.write_npy(out / paths.segments, segments)
+        frames.append({"name": name, "image": paths.image, "label": paths.label, "segments": paths.segments})
     index = {"k": int(k), "backbone": "synthetic", "backbone_description": "synthetic colour classes",
              "self_supervised": False, "ignore_index": IGNORE_INDEX, "frames": frames}
-    (out / "index.json").write_text(json.dumps(index, indent=1))
+    store.write_json(out / store.INDEX_FILE, index)
     return out

@@ -1,6 +1,6 @@
 """The main job, end to end on the real samples: ``drive-segment demo`` / ``make demo``.
 
-Stages (Drive&Segment, Vobecky et al., ECCV 2022 / IJCV 2025; see ``../shared/docs/METHOD.md``):
+Stages (Drive&Segment, Vobecky et al., ECCV 2022 / IJCV 2025; see ``docs/METHOD.md``):
 
 1. import the KITTI frame and the nuScenes 6-camera keyframe into ROS 2 bags;
 2. LiDAR object proposals projected into every image (segment maps + overlays);
@@ -23,18 +23,34 @@ import logging
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, ClassVar, Dict, List, Optional, Tuple
 
+import cv2
 import numpy as np
 
-from drive_segment_ros import data_dir
+from drive_segment_ros.config import ConfigBase
+from drive_segment_ros.inference.backends import SegmentationModel, create_backend, load_model
+from drive_segment_ros.inference.export import export_onnx
+from drive_segment_ros.models.backbones import build_backbone
 from drive_segment_ros.types import DriveSegmentError
+from drive_segment_ros.visualization import overlay, palette
+from drive_segment_training.baseline import fit_pixel_kmeans, predict_pixel_kmeans
+from drive_segment_training.data import data_dir
+from drive_segment_training.datasets import read_image
+from drive_segment_training.evaluation import evaluate_predictions, metrics_to_json, plot_confusion
+from drive_segment_training.importers import import_kitti, import_nuscenes
+from drive_segment_training.labels import label_set, load_waymo_eval
+from drive_segment_training.proposals_stage import run_proposals
+from drive_segment_training.pseudo_labels import run_pseudo_labelling
+from drive_segment_training.report import Figure, Section, Table, render_html, report_image_problems
+from drive_segment_training.train_config import TrainConfig
+from drive_segment_training.trainer import train_student, train_teacher
 
 LOG = logging.getLogger(__name__)
 
 
 @dataclass
-class DemoConfig:
+class DemoConfig(ConfigBase):
     """Settings of the demo run (small enough for ~10 minutes on 2 CPU cores).
 
     Attributes:
@@ -59,6 +75,25 @@ class DemoConfig:
     batch_size: int = 4
     seed: int = 0
     device: str = "auto"
+
+    CONFIG_NAME: ClassVar[str] = "demo config"
+
+    def validate(self) -> "DemoConfig":
+        """Coerce the sizes to int pairs and check the counts; raise :class:`DriveSegmentError`."""
+        try:
+            self.crop_size = tuple(int(v) for v in self.crop_size)  # type: ignore[assignment]
+            self.eval_size = tuple(int(v) for v in self.eval_size)  # type: ignore[assignment]
+        except (TypeError, ValueError):
+            raise DriveSegmentError("demo config: crop_size / eval_size must be pairs of integers") from None
+        for key in ("crop_size", "eval_size"):
+            if len(getattr(self, key)) != 2 or min(getattr(self, key)) < 8:
+                raise DriveSegmentError(f"demo config: {key} must be (h, w) >= 8, got {getattr(self, key)}")
+        if not 1 <= int(self.k) <= 255:
+            raise DriveSegmentError(f"demo config: k must be in 1..255, got {self.k}")
+        for key in ("teacher_iterations", "student_iterations", "batch_size"):
+            if int(getattr(self, key)) < 1:
+                raise DriveSegmentError(f"demo config: {key} must be >= 1, got {getattr(self, key)}")
+        return self
 
 
 def _timed(timings: Dict[str, float], name: str):
@@ -86,8 +121,6 @@ def _check_data(root: Path) -> Dict[str, Path]:
 
 def _train_config(cfg: DemoConfig, pseudo_dir: Path, out_dir: Path, iterations: int, stage: str):
     """``config/train.yaml`` (+ its ``<stage>:`` section) with the demo's small CPU settings on top."""
-    from drive_segment_training.distill import TrainConfig
-
     overrides: Dict[str, Any] = dict(
         pseudo_dir=str(pseudo_dir),
         out_dir=str(out_dir),
@@ -116,16 +149,6 @@ def run_demo(cfg: DemoConfig) -> Path:
     Raises:
         DriveSegmentError: sample data missing, or any stage's own error (one line).
     """
-    import cv2
-
-    from drive_segment_ros.importers import import_kitti, import_nuscenes
-    from drive_segment_ros.models.backbones import build_backbone
-    from drive_segment_ros.models.checkpoint import load_segmenter
-    from drive_segment_ros.proposals.cli import run_proposals
-    from drive_segment_training.baseline import fit_pixel_kmeans, predict_pixel_kmeans
-    from drive_segment_training.distill import predict_image, train_student, train_teacher
-    from drive_segment_training.labels import load_waymo_eval
-    from drive_segment_training.pseudo_labels import run_pseudo_labelling
 
     root = Path(cfg.data)
     dirs = _check_data(root)
@@ -160,7 +183,7 @@ def run_demo(cfg: DemoConfig) -> Path:
         items19 = load_waymo_eval(dirs["waymo"], target="cityscapes19")
         items27 = load_waymo_eval(dirs["waymo"], target="cityscapes27")
         train_images = [
-            cv2.cvtColor(cv2.imread(str(pseudo_dir / f["image"])), cv2.COLOR_BGR2RGB) for f in pseudo["frames"]
+            read_image(pseudo_dir, f) for f in pseudo["frames"]
         ]
         centroids = fit_pixel_kmeans(backbone, train_images, k=n_pred, seed=cfg.seed)
         predictors = {
@@ -168,9 +191,11 @@ def run_demo(cfg: DemoConfig) -> Path:
         }
         models = {}
         for tag, ckpt in (("teacher", teacher_ckpt), ("student", student_ckpt)):
-            model, mcfg, _ = load_segmenter(ckpt, "cpu")
-            models[tag] = (model, mcfg)
-            predictors[tag] = lambda rgb, m=model, c=mcfg: predict_image(m, c, _resize(rgb, cfg.eval_size))
+            # the segmentation node's prediction path (SegmentationModel), at the evaluation size;
+            # "bilinear": logits resized before the argmax when the image is not at that size (overlays)
+            models[tag] = model = SegmentationModel(
+                create_backend("torch", ckpt, device="cpu", input_size=tuple(cfg.eval_size)), mode="bilinear")
+            predictors[tag] = lambda rgb, m=model: m.predict(_resize(rgb, cfg.eval_size))[0]
         results: Dict[str, Dict[str, Any]] = {}
         results27: Dict[str, Dict[str, Any]] = {}
         for tag, predict in predictors.items():
@@ -203,15 +228,11 @@ def run_demo(cfg: DemoConfig) -> Path:
 
 
 def _resize(rgb: np.ndarray, size: Tuple[int, int]) -> np.ndarray:
-    import cv2
-
     return cv2.resize(rgb, (int(size[1]), int(size[0])), interpolation=cv2.INTER_AREA)
 
 
 def _upsample_labels(labels: np.ndarray, shape) -> np.ndarray:
     """Nearest-neighbour resize of an (h, w) label map to ``shape`` (H, W)."""
-    import cv2
-
     labels = np.asarray(labels).astype(np.int32)
     if labels.shape == tuple(shape):
         return labels
@@ -220,10 +241,6 @@ def _upsample_labels(labels: np.ndarray, shape) -> np.ndarray:
 
 def _score(tag, preds, items, n_pred, label_set_name, out_dir, backbone) -> Dict[str, Any]:
     """Hungarian + majority metrics of ``preds`` against ``items``' labels; files when ``out_dir``."""
-    import cv2
-
-    from drive_segment_training.evaluation import evaluate_predictions, metrics_to_json, plot_confusion
-    from drive_segment_training.labels import label_set
 
     names, pal = label_set(label_set_name)
     gts = [gt for _, _, gt in items]
@@ -273,9 +290,6 @@ def _deploy_check(student_ckpt, out: Path, cfg: DemoConfig, items, n_pred) -> Di
     ``SegmentationModel`` the segmentation_node uses (same pre/post-processing); reports the max
     logit difference, pixel agreement, both mIoUs on Waymo and the per-image time.
     """
-    from drive_segment_ros.inference.backends import load_model
-    from drive_segment_ros.inference.export import export_onnx
-    from drive_segment_training.evaluation import evaluate_predictions
 
     onnx_path = out / "student.onnx"
     h, w = (int(v) for v in cfg.eval_size)
@@ -313,17 +327,12 @@ def _deploy_check(student_ckpt, out: Path, cfg: DemoConfig, items, n_pred) -> Di
 
 def _prediction_overlays(models, pseudo, pseudo_dir: Path, out: Path, cfg: DemoConfig) -> None:
     """Teacher / student predictions on the training images, coloured by pseudo-class."""
-    import cv2
-
-    from drive_segment_ros.visualization import overlay, palette
-    from drive_segment_training.distill import predict_image
-
     out.mkdir(parents=True, exist_ok=True)
     pal = palette(int(pseudo["k"]))
     for f in pseudo["frames"]:
-        rgb = cv2.cvtColor(cv2.imread(str(pseudo_dir / f["image"])), cv2.COLOR_BGR2RGB)
-        for tag, (model, mcfg) in models.items():
-            pred = predict_image(model, mcfg, rgb, size=tuple(cfg.eval_size))
+        rgb = read_image(pseudo_dir, f)
+        for tag, model in models.items():
+            pred = model.predict(rgb)[0]
             vis = overlay(rgb, pred, pal, alpha=0.55)
             cv2.imwrite(str(out / f"{f['name']}_{tag}.png"), cv2.cvtColor(vis, cv2.COLOR_RGB2BGR))
 
@@ -337,8 +346,6 @@ def _metric_rows(results: Dict[str, Dict[str, Any]]) -> List[List[object]]:
 
 
 def _write_report(cfg, out: Path, backbone, proposals, pseudo, results, results27, timings, deploy) -> Path:
-    from drive_segment_training.labels import label_set
-    from drive_segment_training.report import Figure, Section, Table, render_html
 
     names19, _ = label_set("cityscapes19")
     sections: List[Section] = []
@@ -419,7 +426,7 @@ def _write_report(cfg, out: Path, backbone, proposals, pseudo, results, results2
     sections.append(
         Section(
             "Pseudo-labels (partial; unlabelled pixels not shown)",
-            figures=[Figure(p, p.stem) for p in sorted((out / "pseudo" / "previews").glob("*.png"))],
+            figures=[Figure(p, p.stem) for p in sorted((out / "pseudo" / "previews").glob("*.jpg"))],
         )
     )
     train_figs = [Figure(p, f"{p.parent.name}: loss") for p in sorted(out.glob("*/loss_curve.png"))]
@@ -456,9 +463,13 @@ def _write_report(cfg, out: Path, backbone, proposals, pseudo, results, results2
             ],
         )
     )
-    return render_html(
+    report = render_html(
         "Drive&Segment demo report", sections, out / "report.html", subtitle=f"backbone {backbone.name}"
     )
+    broken = report_image_problems(report)  # every <img src> must resolve relative to the report
+    if broken:
+        raise DriveSegmentError(f"demo report {report}: {len(broken)} images would not load, e.g. {broken[0]}")
+    return report
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:

@@ -19,9 +19,16 @@ import logging
 from pathlib import Path
 from typing import Dict, Iterable, Optional, Sequence, Union
 
+import cv2
 import numpy as np
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+from scipy.optimize import linear_sum_assignment
 
-from drive_segment_ros.types import DriveSegmentError
+from drive_segment_ros.inference.backends import load_model
+from drive_segment_ros.types import IGNORE_INDEX, DriveSegmentError
+from drive_segment_training.data import data_dir
+from drive_segment_training.labels import label_set as get_label_set, load_waymo_eval
 
 LOG = logging.getLogger(__name__)
 
@@ -31,7 +38,7 @@ def confusion_matrix(
     gt: np.ndarray,
     n_pred: int,
     n_gt: int,
-    ignore_index: int = 255,
+    ignore_index: int = IGNORE_INDEX,
     pred_ignore_index: Optional[int] = None,
 ) -> np.ndarray:
     """Pixel confusion matrix between predicted clusters and ground-truth classes.
@@ -92,8 +99,6 @@ def hungarian_match(conf: np.ndarray) -> np.ndarray:
         left it unmatched. Matched clusters that never overlapped their class still get it
         (zero-gain assignments are harmless: they add no true positives).
     """
-    from scipy.optimize import linear_sum_assignment
-
     conf = _check_conf(conf)
     rows, cols = linear_sum_assignment(conf.astype(np.float64), maximize=True)
     mapping = np.full(conf.shape[0], -1, np.int64)
@@ -180,7 +185,7 @@ def evaluate_predictions(
     gts: Iterable[np.ndarray],
     n_pred: int,
     n_gt: int,
-    ignore_index: int = 255,
+    ignore_index: int = IGNORE_INDEX,
     matching: str = "hungarian",
     pred_ignore_index: Optional[int] = None,
 ) -> Dict[str, object]:
@@ -225,11 +230,6 @@ def plot_confusion(
     Returns:
         the written path. Raises DriveSegmentError if ``class_names`` length differs from n_gt.
     """
-    import matplotlib
-
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
-
     mc = mapped_confusion(conf, mapping)  # (n_gt + 1, n_gt): rows = predicted class
     n_gt = mc.shape[1]
     if len(class_names) != n_gt:
@@ -237,7 +237,9 @@ def plot_confusion(
     gt_by_pred = mc.T.astype(np.float64)  # (n_gt, n_gt + 1): rows = gt class
     norm = gt_by_pred / np.maximum(gt_by_pred.sum(axis=1, keepdims=True), 1.0)
     size = max(5.0, 0.35 * n_gt + 2)
-    fig, ax = plt.subplots(figsize=(size + 1, size))
+    fig = Figure(figsize=(size + 1, size))  # no pyplot: no global backend state
+    FigureCanvasAgg(fig)
+    ax = fig.subplots()
     im = ax.imshow(norm, cmap="Blues", vmin=0.0, vmax=1.0)
     ax.set_xticks(range(n_gt + 1))
     ax.set_xticklabels(list(class_names) + ["unmatched"], rotation=90, fontsize=7)
@@ -251,7 +253,6 @@ def plot_confusion(
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=100)
-    plt.close(fig)
     return path
 
 
@@ -295,8 +296,6 @@ def evaluate_on_waymo(
         ``{"hungarian": metrics, "majority": metrics, "label_set", "images", ...}`` where each
         metrics dict is :func:`evaluate_predictions`' output (numpy arrays kept).
     """
-    from drive_segment_training.labels import label_set as get_label_set, load_waymo_eval
-
     names, pal = get_label_set(label_set)
     items = load_waymo_eval(waymo_dir, target="cityscapes19" if len(names) == 19 else "cityscapes27")
     preds = []
@@ -312,8 +311,6 @@ def evaluate_on_waymo(
     LOG.info("%s on %d Waymo images (%s): mIoU %.1f%% (Hungarian), %.1f%% (majority), pixel acc %.1f%%", tag,
              len(items), label_set, 100 * h["mIoU"], 100 * result["majority"]["mIoU"], 100 * h["pixel_accuracy"])
     if out_dir is not None:
-        import cv2
-
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
         js = {k: v for k, v in result.items() if k not in ("hungarian", "majority")}
@@ -334,16 +331,10 @@ def evaluate_on_waymo(
 
 
 def _cmd_evaluate(args) -> int:
-    import cv2
-
-    from drive_segment_ros import data_dir
-
     waymo = Path(args.data) if args.data else Path(data_dir()) / "waymo_pvps_one_frame"
     if (args.model is None) == (args.predictions is None):
         raise DriveSegmentError("give exactly one of --model PATH or --predictions DIR")
     if args.model is not None:
-        from drive_segment_ros.inference.backends import load_model
-
         model = load_model(args.model, backend=args.backend, device=args.device)
         n_pred = model.n_classes
         tag = args.tag or "model"

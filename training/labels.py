@@ -16,14 +16,13 @@ import logging
 from pathlib import Path
 from typing import List, Tuple, Union
 
+import cv2
 import numpy as np
+import yaml
 
-from drive_segment_ros.types import DriveSegmentError
+from drive_segment_ros.types import IGNORE_INDEX, DriveSegmentError
 
 LOG = logging.getLogger(__name__)
-
-#: Ignore value of every label map in this package (Cityscapes trainId convention).
-IGNORE_INDEX = 255
 
 # (labelId, name, trainId or 255, RGB colour) -- cityscapesscripts/helpers/labels.py, ids 7..33.
 _CITYSCAPES = [
@@ -123,8 +122,6 @@ def load_waymo_mapping(path: Union[str, Path, None] = None, target: str = "citys
     Raises:
         DriveSegmentError: file missing, a class missing, or a target id out of range.
     """
-    import yaml
-
     path = Path(path) if path is not None else _DEFAULT_MAPPING
     if not path.is_file():
         raise DriveSegmentError(f"Waymo -> Cityscapes mapping {path} not found")
@@ -169,8 +166,6 @@ def load_waymo_eval(
         DriveSegmentError: missing directory / frame.json / image, unreadable image, or an image
         and its label of different sizes.
     """
-    import cv2
-
     waymo_dir = Path(waymo_dir)
     meta_path = waymo_dir / "frame.json"
     if not meta_path.is_file():

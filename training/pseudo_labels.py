@@ -1,4 +1,4 @@
-"""Pseudo-classes from LiDAR segments and image features (Drive&Segment, stage 4).
+"""Pseudo-classes from LiDAR segments and image features (Drive&Segment, stage 4), at drive scale.
 
 Drive&Segment (Vobecky et al., ECCV 2022, Sec. 3.2 "Pseudo-labels"; IJCV 2025, Sec. 3.3): a
 self-supervised backbone (DINO ViT-S/16 in the released model) gives a dense feature map; the
@@ -7,25 +7,25 @@ drives gives ``k`` pseudo-classes (about 30 in the paper); each image gets a *pa
 (segment pixels = the segment's cluster id, everything else = ignore 255) that the teacher is
 trained on.
 
-Pipeline of :func:`run_pseudo_labelling` (CLI ``drive-segment pseudo-label``)::
+Pipeline of :func:`run_pseudo_labelling` (CLI ``drive-segment pseudo-label``), in shards (one
+shard = one bag, or a bag and an image-stamp range; the same functions run shards on Ray)::
 
-    bag -> DriveReader -> DriveFrame -> projection.compute_segment_map (proposals + projection)
-        -> backbones.extract_features -> pool_segment_features   (cached per frame: resumable)
-    all frames -> fit_pseudo_classes (k-means) -> assign_pseudo_classes -> partial_label_map
+    pass 1, per shard (process_shard): bag -> DriveReader (background thread, bounded queue)
+        -> PseudoLabeler.segment_features_batch (segment maps; batched backbone forward, bf16 on CUDA;
+           segment pooling) -> segments/, features/, images/ + one fsynced line in frames/<shard>.jsonl
+    fit_centroids: every frame's cached features streamed once through a bounded reservoir sample
+        -> kmeans.fit_pseudo_classes
+    pass 2, per shard (label_shard): features + segment map -> nearest centroid -> runs/<key>/labels/
+    finalize_run: runs/<key>/index.jsonl, centroids, config, and index.json LAST (the completion marker)
 
-Output layout (read by ``training/datasets.py``; keep exactly)::
+Memory does not grow with the number of frames: frames are processed one batch at a time, the
+k-means sample is bounded (``kmeans_sample`` rows), indexes are streamed. A crash (or a full
+disk: ``OSError``, one line from the CLI) loses at most the batch in flight: the rerun skips every
+frame recorded in its shard's ``frames/<shard>.jsonl`` whose files still match their recorded
+CRC-32 (damaged entries are logged and recomputed) and writes byte-identical outputs.
 
-    OUT/index.json               {"k", "backbone", "backbone_description", "self_supervised",
-                                  "ignore_index": 255, "frames": [{"name", "image", "label",
-                                  "segments", "bag", "image_topic", "stamp_ns", "n_segments",
-                                  "coverage"}, ...], ...}
-    OUT/centroids.npy            (k, C) float32
-    OUT/pseudo_label_config.yaml everything that made the centroids
-    OUT/images/<name>.png        RGB copy of the camera image
-    OUT/labels/<name>.png        uint8 partial label map, 255 = ignore
-    OUT/segments/<name>.npy      int32 (H, W) segment map, -1 = unlabelled
-    OUT/features/<name>.npz      per-frame cache (segment ids, pooled features, pixel counts)
-    OUT/previews/<name>.png      colour overlay for people to look at
+The per-frame labeller is the core :mod:`drive_segment_ros.pseudo_labeling` (shared with the ROS
+``pseudo_label_node``); the files follow :mod:`drive_segment_ros.pseudo_label_store`.
 """
 from __future__ import annotations
 
@@ -33,555 +33,597 @@ import argparse
 import hashlib
 import json
 import logging
+import os
+import queue
 import re
-from dataclasses import asdict, dataclass, field, fields
+import shutil
+import threading
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Dict, Iterable, Iterator, List, Mapping, Optional, Sequence, Tuple, Union
 
 import numpy as np
+from tqdm import tqdm
 
-from drive_segment_ros.types import DriveFrame, DriveSegmentError
+from drive_segment_ros import pseudo_label_store as store
+from drive_segment_ros.models.backbones import build_backbone
+from drive_segment_ros.pseudo_labeling import (
+    PseudoLabelConfig,
+    PseudoLabeler,
+    assign_pseudo_classes,
+    l2_normalize,
+    partial_label_map,
+    preview_image,
+)
+from drive_segment_ros.types import IGNORE_INDEX, DriveFrame, DriveSegmentError
+from drive_segment_training.datasets import BagImageLoader
+from drive_segment_training.drives import DriveReader
+from drive_segment_training.kmeans import ReservoirSample, fit_pseudo_classes
 
 LOG = logging.getLogger(__name__)
 
-IGNORE_INDEX = 255
+__all__ = [
+    "FEATURE_CACHE_VERSION", "DEFAULT_CONFIG_PATH", "ShardResult", "LabelResult", "resolve_config", "shard_id_for",
+    "default_frame_name", "bag_shard_frames", "feature_cache_key", "prefetched", "process_shard", "fit_centroids",
+    "run_key", "label_shard", "finalize_run", "run_pseudo_labelling", "add_cli",
+]
+
 #: Bumped whenever the cached per-frame features would change meaning.
-FEATURE_CACHE_VERSION = 1
+FEATURE_CACHE_VERSION = 2
 DEFAULT_CONFIG_PATH = Path(__file__).resolve().parent.parent / "config" / "pseudo_labels.yaml"
+FRAMES_DIR = "frames"
+RUNS_DIR = "runs"
+_IMAGE_EXT = {"jpeg": ".jpg", "jpg": ".jpg", "png": ".png"}
 
 
 # --------------------------------------------------------------------------------------------
-# configuration
+# settings, names, shards
 # --------------------------------------------------------------------------------------------
-@dataclass
-class PseudoLabelConfig:
-    """Parameters of the pseudo-labelling run (YAML: ``config/pseudo_labels.yaml``).
-
-    Attributes:
-        backbone: :data:`drive_segment_ros.models.backbones.BACKBONES` key (paper: DINO ViT-S/16,
-            ``vit_small_patch16_224.dino``; offline here: ``mobilenetv2_deepsort``).
-        backbone_weights: optional local weights file for the backbone.
-        k: number of pseudo-classes (k-means clusters; paper about 30).
-        seed: k-means random state.
-        n_init: k-means restarts (best inertia kept).
-        max_iter: k-means iterations per restart.
-        minibatch_above: use ``MiniBatchKMeans`` when there are more segments than this.
-        normalize_features: L2-normalise each pooled segment feature before k-means.
-        min_segment_pixels: segments covering fewer pixels get no pseudo-label (255) and are not
-            clustered (their mean feature is too noisy).
-        max_side: images are resized so their longer side is at most this before the backbone
-            (``extract_features(max_side=...)``); ``None`` = native size.
-        window: sliding-window size for feature extraction (pixels), ``None`` = one pass.
-        image_topics: camera topics to read (``None`` = all cameras in the bag).
-        proposals: :class:`~drive_segment_ros.proposals.ProposalConfig` fields (``{}`` = defaults).
-        projection: :class:`~drive_segment_ros.projection.ProjectionConfig` fields (``{}`` = defaults).
-    """
-
-    backbone: str = "vit_small_patch16_224.dino"
-    backbone_weights: Optional[str] = None
-    k: int = 30
-    seed: int = 0
-    n_init: int = 10
-    max_iter: int = 300
-    minibatch_above: int = 50000
-    normalize_features: bool = True
-    min_segment_pixels: int = 50
-    max_side: Optional[int] = 1024
-    window: Optional[int] = None
-    image_topics: Optional[List[str]] = None
-    proposals: Dict[str, Any] = field(default_factory=dict)
-    projection: Dict[str, Any] = field(default_factory=dict)
-
-    def __post_init__(self) -> None:
-        if self.k < 1 or self.k > 255:
-            raise DriveSegmentError(f"pseudo-labels: k must be in 1..255 (uint8 labels, 255 = ignore), got {self.k}")
-        if self.n_init < 1 or self.max_iter < 1 or self.min_segment_pixels < 1:
-            raise DriveSegmentError("pseudo-labels: n_init, max_iter and min_segment_pixels must be >= 1")
-        if self.max_side is not None and self.max_side < 16:
-            raise DriveSegmentError(f"pseudo-labels: max_side must be >= 16 or null, got {self.max_side}")
-        self.proposals = dict(self.proposals or {})
-        self.projection = dict(self.projection or {})
-
-    @classmethod
-    def from_dict(cls, data: Optional[Mapping[str, Any]]) -> "PseudoLabelConfig":
-        """Build from a mapping (unknown keys raise :class:`DriveSegmentError`); ``None`` = defaults."""
-        if data is None:
-            return cls()
-        if not isinstance(data, Mapping):
-            raise DriveSegmentError(f"pseudo-label config must be a mapping, got {type(data).__name__}")
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known - {"backbone_description", "self_supervised", "ignore_index"})
-        if unknown:
-            raise DriveSegmentError(f"pseudo-label config: unknown key(s) {unknown}; known: {sorted(known)}")
-        try:
-            return cls(**{k: v for k, v in data.items() if k in known})
-        except (TypeError, ValueError) as exc:
-            raise DriveSegmentError(f"pseudo-label config: {exc}") from exc
-
-    @classmethod
-    def from_yaml(cls, path: Union[str, Path]) -> "PseudoLabelConfig":
-        """Load ``config/pseudo_labels.yaml``. Raises DriveSegmentError (missing / invalid file)."""
-        from drive_segment_ros.config_io import load_yaml_mapping
-
-        return cls.from_dict(load_yaml_mapping(path, "pseudo-label config"))
-
-    def to_dict(self) -> Dict[str, Any]:
-        """Plain dict (YAML / JSON serialisable)."""
-        return asdict(self)
-
-    def proposal_config(self):
-        """The :class:`~drive_segment_ros.proposals.ProposalConfig` of this run."""
-        from drive_segment_ros.proposals import ProposalConfig
-
-        return ProposalConfig.from_dict(self.proposals)
-
-    def projection_config(self):
-        """The :class:`~drive_segment_ros.projection.ProjectionConfig` of this run."""
-        from drive_segment_ros.projection import ProjectionConfig
-
-        return ProjectionConfig.from_dict(self.projection)
-
-
-# --------------------------------------------------------------------------------------------
-# features: bilinear upsampling without materialising (C, H, W)
-# --------------------------------------------------------------------------------------------
-def bilinear_taps(coords: np.ndarray, n: int, cell: float) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """1-D bilinear interpolation taps from pixel coordinates to a feature grid.
-
-    Pixel ``p`` (centre ``p + 0.5``) sits at feature coordinate ``(p + 0.5) / cell - 0.5``
-    (feature ``i`` covers pixels ``[i*cell, (i+1)*cell)``), clamped like
-    ``torch.nn.functional.interpolate(mode="bilinear", align_corners=False)``.
-
-    Args:
-        coords: (P,) integer pixel indices along one axis.
-        n: feature-grid size along that axis.
-        cell: pixels per feature cell along that axis (> 0).
-
-    Returns:
-        ``(i0 (P,) int64, i1 (P,) int64, frac (P,) float32)``: value = ``(1-frac)*F[i0] + frac*F[i1]``.
-    """
-    f = (np.asarray(coords, dtype=np.float64) + 0.5) / float(cell) - 0.5
-    f = np.clip(f, 0.0, n - 1)
-    i0 = np.floor(f).astype(np.int64)
-    i1 = np.minimum(i0 + 1, n - 1)
-    return i0, i1, (f - i0).astype(np.float32)
-
-
-def feature_cell_size(backbone, image_hw: Tuple[int, int], max_side: Optional[int]) -> Tuple[float, float]:
-    """Pixels of the original image per feature cell, ``(cell_y, cell_x)``, for
-    ``extract_features(backbone, rgb, max_side)`` on an image of size ``image_hw``.
-
-    ``extract_features`` resizes to ``(H', W')`` (longer side <= ``max_side``, cv2 rounding) and
-    the backbone pads bottom/right to the stride, so cell ``i`` covers original rows
-    ``[i*stride*H/H', (i+1)*stride*H/H')``.
-    """
-    H, W = int(image_hw[0]), int(image_hw[1])
-    Hs, Ws = H, W
-    if max_side is not None and max(H, W) > max_side:
-        scale = max_side / float(max(H, W))
-        Hs, Ws = max(1, round(H * scale)), max(1, round(W * scale))
-    s = float(backbone.stride)
-    return s * H / Hs, s * W / Ws
-
-
-def image_features(backbone, rgb: np.ndarray, max_side: Optional[int] = 1024, window: Optional[int] = None):
-    """Dense backbone features of one image plus the cell size needed to map them to pixels.
-
-    Args:
-        backbone: a :class:`~drive_segment_ros.models.backbones.Backbone` (or any ``nn.Module`` with
-            ``stride``, ``embed_dim``, ``mean``, ``std`` and ``forward((B,3,H,W)) -> (B,C,h,w)``).
-        rgb: (H, W, 3) uint8 RGB.
-        max_side, window: see ``backbones.extract_features``.
-
-    Returns:
-        ``(features (C, h, w) float32 torch CPU tensor, (cell_y, cell_x) pixels per cell)``.
-    """
-    from drive_segment_ros.models.backbones import extract_features
-
-    feats = extract_features(backbone, rgb, max_side=max_side, window=window)
-    return feats, feature_cell_size(backbone, rgb.shape[:2], max_side)
-
-
-def _as_feature_array(features) -> np.ndarray:
-    try:
-        import torch
-
-        if isinstance(features, torch.Tensor):
-            features = features.detach().cpu().float().numpy()
-    except ImportError:  # pragma: no cover
-        pass
-    features = np.asarray(features, dtype=np.float32)
-    if features.ndim != 3:
-        raise DriveSegmentError(f"features must be (C, h, w), got shape {features.shape}")
-    return features
-
-
-def l2_normalize(x: np.ndarray, eps: float = 1e-8) -> np.ndarray:
-    """Row-wise L2 normalisation of (M, C) float -> (M, C) float32 (zero rows stay zero)."""
-    x = np.asarray(x, dtype=np.float32)
-    return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), eps)
-
-
-def pool_segment_features(
-    features,
-    segment_map: np.ndarray,
-    cell_size: Optional[Tuple[float, float]] = None,
-    normalize: bool = False,
-    min_pixels: int = 1,
-) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Mean feature over each segment's mask (Drive&Segment Sec. 3.2).
-
-    Exactly the mean of the *bilinearly upsampled* feature map (``align_corners=False``) over each
-    segment's pixels, computed without materialising the (C, H, W) map: every labelled pixel
-    contributes its four bilinear taps to a sparse (S, h*w) weight matrix (``scipy.sparse``), and
-    ``feats = W @ F.T / pixel_counts``. No Python loop over segments or pixels.
-
-    Args:
-        features: (C, h, w) float torch tensor or numpy array.
-        segment_map: (H, W) int, segment id per pixel, -1 (any negative) = unlabelled.
-        cell_size: ``(cell_y, cell_x)`` original pixels per feature cell (see
-            :func:`feature_cell_size`); ``None`` = the map spans the image exactly (``H/h``, ``W/w``).
-        normalize: L2-normalise each pooled feature.
-        min_pixels: segments covering fewer pixels are dropped.
-
-    Returns:
-        ``(segment_ids (S,) int32 ascending, feats (S, C) float32, pixel_counts (S,) int64)``;
-        ``S = 0`` (with shapes (0,), (0, C), (0,)) when nothing is labelled.
-
-    Raises:
-        DriveSegmentError: bad shapes.
-    """
-    from scipy import sparse
-
-    F = _as_feature_array(features)
-    C, h, w = F.shape
-    seg = np.asarray(segment_map)
-    if seg.ndim != 2:
-        raise DriveSegmentError(f"segment_map must be (H, W), got shape {seg.shape}")
-    H, W = seg.shape
-    cy, cx = (H / h, W / w) if cell_size is None else (float(cell_size[0]), float(cell_size[1]))
-    if cy <= 0 or cx <= 0:
-        raise DriveSegmentError(f"cell_size must be positive, got {cell_size}")
-    ys, xs = np.nonzero(seg >= 0)
-    if ys.size == 0:
-        return np.zeros(0, np.int32), np.zeros((0, C), np.float32), np.zeros(0, np.int64)
-    ids, inv = np.unique(seg[ys, xs], return_inverse=True)
-    counts = np.bincount(inv, minlength=ids.size).astype(np.int64)
-    y0, y1, ly = bilinear_taps(ys, h, cy)
-    x0, x1, lx = bilinear_taps(xs, w, cx)
-    rows = np.concatenate([inv] * 4)
-    cols = np.concatenate([y0 * w + x0, y0 * w + x1, y1 * w + x0, y1 * w + x1])
-    vals = np.concatenate([(1 - ly) * (1 - lx), (1 - ly) * lx, ly * (1 - lx), ly * lx]).astype(np.float64)
-    A = sparse.csr_matrix((vals, (rows, cols)), shape=(ids.size, h * w))
-    sums = np.asarray(A @ F.reshape(C, h * w).T.astype(np.float64))
-    feats = (sums / counts[:, None]).astype(np.float32)
-    keep = counts >= int(min_pixels)
-    ids, feats, counts = ids[keep].astype(np.int32), feats[keep], counts[keep]
-    if normalize:
-        feats = l2_normalize(feats)
-    return ids, feats, counts
-
-
-# --------------------------------------------------------------------------------------------
-# k-means pseudo-classes
-# --------------------------------------------------------------------------------------------
-def fit_pseudo_classes(
-    feats: np.ndarray,
-    k: int = 30,
-    seed: int = 0,
-    n_init: int = 10,
-    max_iter: int = 300,
-    minibatch_above: int = 50000,
-    sample_weight: Optional[np.ndarray] = None,
-) -> np.ndarray:
-    """k-means over segment features -> pseudo-class centroids (Drive&Segment Sec. 3.2).
-
-    scikit-learn ``KMeans(n_clusters=k, n_init, random_state=seed)`` (Lloyd, k-means++ init); for
-    more than ``minibatch_above`` rows ``MiniBatchKMeans`` (Sculley 2010) with the same seeding.
-
-    Args:
-        feats: (M, C) float features (already L2-normalised if wanted).
-        k: number of clusters (1..255).
-        seed, n_init, max_iter: k-means parameters.
-        minibatch_above: switch to ``MiniBatchKMeans`` above this many rows.
-        sample_weight: optional (M,) non-negative weights (e.g. pixel counts).
-
-    Returns:
-        (k, C) float32 centroids.
-
-    Raises:
-        DriveSegmentError: non-finite input, bad k, or fewer (distinct) features than clusters.
-    """
-    from sklearn.cluster import KMeans, MiniBatchKMeans
-
-    X = np.asarray(feats, dtype=np.float32)
-    if X.ndim != 2:
-        raise DriveSegmentError(f"features must be (M, C), got shape {X.shape}")
-    if not np.all(np.isfinite(X)):
-        raise DriveSegmentError("features contain NaN or inf")
-    if not 1 <= int(k) <= 255:
-        raise DriveSegmentError(f"k must be in 1..255, got {k}")
-    M = X.shape[0]
-    if M < k:
-        raise DriveSegmentError(f"only {M} segment features for k={k} pseudo-classes; use more frames or a smaller k")
-    n_distinct = np.unique(X, axis=0).shape[0]
-    if n_distinct < k:
-        raise DriveSegmentError(f"only {n_distinct} distinct segment features for k={k} pseudo-classes; use a smaller k")
-    if M > minibatch_above:
-        km = MiniBatchKMeans(n_clusters=int(k), random_state=int(seed), n_init=int(n_init), max_iter=int(max_iter),
-                             batch_size=4096)
+def resolve_config(config: Union[None, str, Path, Mapping[str, Any], PseudoLabelConfig] = None,
+                   **overrides: Any) -> PseudoLabelConfig:
+    """A :class:`PseudoLabelConfig` from a YAML path, mapping, config or ``None`` (defaults), with the
+    non-``None`` ``overrides`` (``k``, ``backbone``, ``seed`` ...) applied. Raises DriveSegmentError."""
+    if isinstance(config, PseudoLabelConfig):
+        cfg = PseudoLabelConfig.from_dict(config.to_dict())
+    elif isinstance(config, (str, Path)):
+        cfg = PseudoLabelConfig.from_yaml(config)
     else:
-        km = KMeans(n_clusters=int(k), random_state=int(seed), n_init=int(n_init), max_iter=int(max_iter))
-    km.fit(X, sample_weight=sample_weight)
-    LOG.info("k-means: %d features x %d dims -> k=%d (inertia %.4g, %s)", M, X.shape[1], k, km.inertia_,
-             type(km).__name__)
-    return km.cluster_centers_.astype(np.float32)
+        cfg = PseudoLabelConfig.from_dict(config)
+    return PseudoLabelConfig.from_dict({**cfg.to_dict(), **{a: v for a, v in overrides.items() if v is not None}})
 
 
-def assign_pseudo_classes(feats: np.ndarray, centroids: np.ndarray) -> np.ndarray:
-    """Nearest centroid (squared Euclidean, as k-means) of each feature.
+def shard_id_for(bag: Union[str, Path], start_ns: Optional[int] = None, end_ns: Optional[int] = None) -> str:
+    """The shard id of a bag (its directory name) or of a bag + image-stamp range ``[start_ns, end_ns)``."""
+    sid = store.safe_name(Path(bag).name)
+    if start_ns is not None or end_ns is not None:
+        sid += f"__{'' if start_ns is None else int(start_ns)}-{'' if end_ns is None else int(end_ns)}"
+    return sid
 
-    Args:
-        feats: (M, C) float; centroids: (k, C) float.
 
-    Returns:
-        (M,) int64 cluster ids in ``[0, k)``.
+def default_frame_name(source: Union[str, Path], frame: DriveFrame) -> str:
+    """``safe_name(<bag directory name>__<image topic>_<index:06d>)`` (the node uses the same naming)."""
+    return store.safe_name(f"{Path(source).name}__{frame.name}")
 
-    Raises:
-        DriveSegmentError: dimension mismatch.
+
+def bag_shard_frames(bag: Union[str, Path], start_ns: Optional[int] = None, end_ns: Optional[int] = None,
+                     image_topics: Optional[Sequence[str]] = None) -> Iterator[DriveFrame]:
+    """The frames of ``bag`` (``DriveReader``) whose image stamp lies in ``[start_ns, end_ns)``.
+
+    Frame indexes (and so names) count over the whole bag, so time-range shards of one bag never
+    share a frame name.
     """
-    X = np.asarray(feats, dtype=np.float32)
-    Cn = np.asarray(centroids, dtype=np.float32)
-    if X.ndim != 2 or Cn.ndim != 2 or X.shape[1] != Cn.shape[1]:
-        raise DriveSegmentError(f"features {X.shape} and centroids {Cn.shape} must be (M, C) and (k, C)")
-    if X.shape[0] == 0:
-        return np.zeros(0, np.int64)
-    # ||x - c||^2 = ||x||^2 - 2 x.c + ||c||^2; ||x||^2 does not change the argmin.
-    d = (Cn * Cn).sum(axis=1)[None, :] - 2.0 * (X @ Cn.T)
-    return np.argmin(d, axis=1).astype(np.int64)
+    for frame in DriveReader(bag, image_topics=list(image_topics) if image_topics else None, progress=False):
+        t = int(frame.image_stamp_ns)
+        if (start_ns is None or t >= start_ns) and (end_ns is None or t < end_ns):
+            yield frame
 
 
-def partial_label_map(
-    segment_map: np.ndarray, segment_ids: np.ndarray, classes: np.ndarray, ignore_index: int = IGNORE_INDEX
-) -> np.ndarray:
-    """Partial pseudo-label map: pixels of segment ``segment_ids[i]`` get ``classes[i]``.
-
-    Args:
-        segment_map: (H, W) int, -1 = unlabelled.
-        segment_ids: (S,) int segment ids that have a class (others, e.g. too small, stay ignored).
-        classes: (S,) int class ids in ``[0, 255)``, excluding ``ignore_index``.
-        ignore_index: value for every other pixel.
-
-    Returns:
-        (H, W) uint8.
-
-    Raises:
-        DriveSegmentError: length mismatch or class ids outside uint8 / equal to ``ignore_index``.
-    """
-    seg = np.asarray(segment_map)
-    ids = np.asarray(segment_ids, dtype=np.int64).reshape(-1)
-    cls = np.asarray(classes, dtype=np.int64).reshape(-1)
-    if seg.ndim != 2:
-        raise DriveSegmentError(f"segment_map must be (H, W), got shape {seg.shape}")
-    if ids.shape != cls.shape:
-        raise DriveSegmentError(f"{ids.size} segment ids but {cls.size} classes")
-    if cls.size and (cls.min() < 0 or cls.max() > 255 or np.any(cls == ignore_index)):
-        raise DriveSegmentError(f"classes must lie in [0, 255] and differ from ignore_index {ignore_index}")
-    out = np.full(seg.shape, ignore_index, np.uint8)
-    if ids.size == 0:
-        return out
-    top = int(max(ids.max(), seg.max(initial=-1))) + 1
-    lut = np.full(top + 1, ignore_index, np.uint8)  # last slot: negative ids
-    valid = ids >= 0
-    lut[ids[valid]] = cls[valid]
-    s = seg.astype(np.int64)
-    return lut[np.where(s >= 0, s, top)]
-
-
-# --------------------------------------------------------------------------------------------
-# the labeller (shared with the ROS pseudo_label_node)
-# --------------------------------------------------------------------------------------------
-@dataclass
-class FrameSegments:
-    """Everything computed for one frame before clustering.
-
-    Attributes:
-        segment_map: (H, W) int32, -1 unlabelled.
-        is_ground: (n,) bool, ground-cell ids of the segment map (``compute_segment_map``).
-        segment_ids: (S,) int32 segments with a pooled feature.
-        feats: (S, C) float32 raw (not normalised) mean features.
-        pixel_counts: (S,) int64 pixels per segment.
-    """
-
-    segment_map: np.ndarray
-    is_ground: np.ndarray
-    segment_ids: np.ndarray
-    feats: np.ndarray
-    pixel_counts: np.ndarray
-
-
-class PseudoLabeler:
-    """Backbone + centroids + proposal/projection configs: one DriveFrame -> partial label map.
-
-    Used offline by :func:`run_pseudo_labelling` and online by the ROS ``pseudo_label_node`` so
-    both write the same output.
-
-    Args:
-        backbone: a :class:`~drive_segment_ros.models.backbones.Backbone` (eval mode).
-        centroids: (k, C) float32 pseudo-class centroids, or ``None`` before clustering.
-        config: :class:`PseudoLabelConfig` (proposal / projection configs, feature options).
-    """
-
-    def __init__(self, backbone, centroids: Optional[np.ndarray] = None, config: Optional[PseudoLabelConfig] = None):
-        self.backbone = backbone
-        self.config = config or PseudoLabelConfig(backbone=getattr(backbone, "name", "custom"))
-        self.proposal_config = self.config.proposal_config()
-        self.projection_config = self.config.projection_config()
-        self.centroids = None
-        self._proposals_cache = None  # ((lidar_topic, lidar_stamp_ns, n_points), Proposals) of the last scan
-        if centroids is not None:
-            self.set_centroids(centroids)
-
-    def set_centroids(self, centroids: np.ndarray) -> None:
-        """Install (k, C) centroids; raises DriveSegmentError if C differs from the backbone's."""
-        c = np.asarray(centroids, dtype=np.float32)
-        dim = getattr(self.backbone, "embed_dim", c.shape[-1])
-        if c.ndim != 2 or c.shape[1] != dim or not 1 <= c.shape[0] <= 255:
-            raise DriveSegmentError(f"centroids must be (k<=255, {dim}) for backbone {getattr(self.backbone, 'name', '?')}, got {c.shape}")
-        self.centroids = c
-
-    @property
-    def k(self) -> int:
-        """Number of pseudo-classes (0 before clustering)."""
-        return 0 if self.centroids is None else int(self.centroids.shape[0])
-
-    def segment_features(self, frame: DriveFrame) -> FrameSegments:
-        """Proposals + projection (``compute_segment_map``) and per-segment mean backbone features."""
-        from drive_segment_ros.projection import compute_segment_map
-
-        # Several cameras pair with the same scan: segment it once (cache keyed by topic + stamp).
-        key = (frame.lidar_topic, int(frame.lidar_stamp_ns), int(frame.points.shape[0]))
-        cached = self._proposals_cache if self._proposals_cache and self._proposals_cache[0] == key else None
-        smap, is_ground, proposals = compute_segment_map(
-            frame, self.proposal_config, self.projection_config, proposals=cached[1] if cached else None
-        )
-        self._proposals_cache = (key, proposals)
-        feats, cell = image_features(self.backbone, np.asarray(frame.image), self.config.max_side, self.config.window)
-        ids, pooled, counts = pool_segment_features(feats, smap, cell_size=cell, normalize=False)
-        return FrameSegments(smap.astype(np.int32), np.asarray(is_ground, bool), ids, pooled, counts)
-
-    def classify(self, segment_ids: np.ndarray, feats: np.ndarray, pixel_counts: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
-        """Cluster ids of the segments large enough to be labelled.
-
-        Returns ``(kept segment_ids (S',), classes (S',) int64)``; raises DriveSegmentError without centroids.
-        """
-        if self.centroids is None:
-            raise DriveSegmentError("PseudoLabeler has no centroids yet (run pseudo-label first or load with from_dir)")
-        keep = np.asarray(pixel_counts) >= self.config.min_segment_pixels
-        X = np.asarray(feats)[keep]
-        if self.config.normalize_features:
-            X = l2_normalize(X)
-        return np.asarray(segment_ids)[keep], assign_pseudo_classes(X, self.centroids)
-
-    def label_frame(self, frame: DriveFrame) -> Tuple[np.ndarray, np.ndarray]:
-        """Partial pseudo-label map of one frame.
-
-        Returns:
-            ``(label_map (H, W) uint8, 255 = ignore; segment_map (H, W) int32, -1 = unlabelled)``.
-
-        Raises:
-            DriveSegmentError: no centroids, or errors from projection / backbone.
-        """
-        fs = self.segment_features(frame)
-        ids, classes = self.classify(fs.segment_ids, fs.feats, fs.pixel_counts)
-        return partial_label_map(fs.segment_map, ids, classes), fs.segment_map
-
-    @classmethod
-    def from_dir(cls, out_dir: Union[str, Path], backbone=None) -> "PseudoLabeler":
-        """Load ``centroids.npy`` + ``pseudo_label_config.yaml`` written by :func:`run_pseudo_labelling`.
-
-        Args:
-            out_dir: the pseudo-label output directory.
-            backbone: optional already built backbone (must match the config's name); otherwise
-                built with ``build_backbone(config.backbone, config.backbone_weights)``.
-
-        Raises:
-            DriveSegmentError: missing files, or a backbone that differs from the recorded one.
-        """
-        import yaml
-
-        out_dir = Path(out_dir)
-        cfg_path, cen_path = out_dir / "pseudo_label_config.yaml", out_dir / "centroids.npy"
-        if not cfg_path.is_file() or not cen_path.is_file():
-            raise DriveSegmentError(f"{out_dir} holds no pseudo-label model (need pseudo_label_config.yaml and centroids.npy)")
-        config = PseudoLabelConfig.from_dict(yaml.safe_load(cfg_path.read_text()) or {})
-        if backbone is None:
-            from drive_segment_ros.models.backbones import build_backbone
-
-            backbone = build_backbone(config.backbone, weights=config.backbone_weights)
-        elif getattr(backbone, "name", config.backbone) != config.backbone:
-            raise DriveSegmentError(f"backbone {backbone.name!r} differs from the one that made the centroids ({config.backbone!r})")
-        return cls(backbone, np.load(cen_path), config)
-
-
-# --------------------------------------------------------------------------------------------
-# the offline run
-# --------------------------------------------------------------------------------------------
-def _feature_cache_key(config: PseudoLabelConfig, backbone) -> str:
-    """Hash of everything that changes the cached per-frame segments and features."""
+def feature_cache_key(config: PseudoLabelConfig, backbone) -> str:
+    """Hash of everything that changes the cached per-frame segments and features
+    (backbone + weights, image size, window, bf16 on CUDA, proposal and projection settings;
+    not the batch size, which does not change them)."""
     weights = config.backbone_weights
     wstat = None
     if weights and Path(weights).is_file():
         st = Path(weights).stat()
         wstat = [str(Path(weights).resolve()), st.st_size, int(st.st_mtime)]
+    try:
+        cuda = next(backbone.parameters()).device.type == "cuda"
+    except (AttributeError, StopIteration, TypeError):
+        cuda = False
     payload = {
         "version": FEATURE_CACHE_VERSION,
         "backbone": config.backbone,
         "weights": wstat or weights or getattr(backbone, "weight_source", None),
         "max_side": config.max_side,
         "window": config.window,
+        "bf16_cuda": bool(config.bf16 and cuda),
+        "image_storage": config.image_storage,
         "proposals": config.proposal_config().to_dict(),
         "projection": config.projection_config().to_dict(),
     }
     return hashlib.sha1(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
-def safe_name(text: str) -> str:
-    """A file-name-safe version of ``text`` (runs of other characters -> ``_``; never empty)."""
-    return re.sub(r"[^A-Za-z0-9_.-]+", "_", text).strip("_") or "frame"
+def prefetched(iterable: Iterable[Any], depth: int) -> Iterator[Any]:
+    """Iterate ``iterable`` in a background thread, at most ``depth`` items ahead (bounded queue).
+
+    Overlaps bag reading and decoding with feature extraction (numpy, OpenCV, sqlite and torch
+    release the GIL). Exceptions of the producer are raised in the consumer; leaving the loop
+    early stops the producer. ``depth <= 0``: plain iteration.
+    """
+    if depth <= 0:
+        yield from iterable
+        return
+    q: "queue.Queue[Tuple[str, Any]]" = queue.Queue(maxsize=int(depth))
+    stop = threading.Event()
+
+    def put(item) -> bool:
+        while not stop.is_set():
+            try:
+                q.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def produce() -> None:
+        it = iter(iterable)
+        try:
+            for item in it:
+                if not put(("item", item)):
+                    break
+            else:
+                put(("end", None))
+        except BaseException as exc:  # forwarded to the consumer
+            put(("error", exc))
+        finally:
+            close = getattr(it, "close", None)
+            if close is not None:
+                close()
+
+    thread = threading.Thread(target=produce, name="pseudo-label-prefetch", daemon=True)
+    thread.start()
+    try:
+        while True:
+            kind, value = q.get()
+            if kind == "item":
+                yield value
+            elif kind == "end":
+                return
+            else:
+                raise value
+    finally:
+        stop.set()
+        thread.join(timeout=10)
 
 
-def write_png(path: Path, image: np.ndarray) -> None:
-    """Write an (H, W, 3) uint8 RGB or (H, W) label image as PNG (parents created).
+# --------------------------------------------------------------------------------------------
+# pass 1: one shard -> segment maps, features, images, frames/<shard>.jsonl
+# --------------------------------------------------------------------------------------------
+@dataclass
+class ShardResult:
+    """What :func:`process_shard` did (picklable: Ray tasks return it)."""
+
+    shard_id: str
+    n_frames: int = 0
+    n_computed: int = 0
+    n_cached: int = 0
+    n_damaged: int = 0
+
+
+def _frames_file(out: Path, shard_id: str) -> Path:
+    return out / FRAMES_DIR / f"{shard_id}.jsonl"
+
+
+def _image_ext(fmt: str) -> str:
+    for word in re.split(r"[^a-z0-9]+", str(fmt).lower()):
+        if word in _IMAGE_EXT:
+            return _IMAGE_EXT[word]
+    return ".jpg"
+
+
+def _verify_record(out: Path, rec: Mapping[str, Any]) -> Optional[str]:
+    """``None`` when every file of a pass-1 record has its recorded CRC-32, else what is wrong."""
+    for what, crc in rec.get("crc", {}).items():
+        path = out / rec[what]
+        got = store.file_crc32(path)
+        if got is None:
+            return f"{rec[what]} missing"
+        if got != crc:
+            return f"{rec[what]} damaged (CRC-32 {got:08x}, recorded {crc:08x})"
+    return None
+
+
+def _record_from_disk(out: Path, name: str, key: str) -> Optional[Dict[str, Any]]:
+    """The pass-1 record of ``name`` rebuilt from its feature cache, if that cache is intact and
+    was made with ``key`` (a frame done before the shard's jsonl lost its line)."""
+    path = out / "features" / f"{name}.npz"
+    if not path.is_file():
+        return None
+    try:
+        z = store.load_npz_checked(path, ("cache_key", "record"))
+    except DriveSegmentError as exc:
+        LOG.warning("damaged feature cache entry, recomputing: %s", exc)
+        return None
+    if str(z["cache_key"]) != key:
+        return None
+    rec = json.loads(str(z["record"]))
+    rec["crc"] = {**rec["crc"], "features": store.file_crc32(path)}
+    problem = _verify_record(out, rec)
+    if problem:
+        LOG.warning("frame %s: %s; recomputing", name, problem)
+        return None
+    return rec
+
+
+
+def _write_frame(out: Path, name: str, source: str, frame: DriveFrame, fs, key: str,
+                 cfg: PseudoLabelConfig) -> Dict[str, Any]:
+    """Write one frame's pass-1 files atomically; returns its jsonl record (files' CRC-32 included)."""
+    crc: Dict[str, int] = {}
+    image = None
+    data = frame.extra.get("image_bytes") if isinstance(getattr(frame, "extra", None), dict) else None
+    if cfg.image_storage == "auto" and data:
+        image = f"images/{name}{_image_ext(frame.extra.get('image_format', 'jpeg'))}"
+        store.atomic_write_bytes(out / image, bytes(data))  # the original compressed bytes, not re-encoded
+    elif cfg.image_storage == "png":
+        image = f"images/{name}.png"
+        store.write_png(out / image, np.asarray(frame.image))
+    if image:
+        crc["image"] = store.file_crc32(out / image)
+    try:
+        seg_bytes = store.segments_png_bytes(fs.segment_map)
+        segments = f"segments/{name}.png"
+        store.atomic_write_bytes(out / segments, seg_bytes)
+    except DriveSegmentError as exc:  # ids beyond uint16: compressed int32 instead
+        LOG.info("frame %s: %s; writing a compressed .npz segment map", name, exc)
+        segments = f"segments/{name}.npz"
+        store.write_npz(out / segments, compress=True, segments=fs.segment_map.astype(np.int32))
+    crc["segments"] = store.file_crc32(out / segments)
+    H, W = np.asarray(frame.image).shape[:2]
+    rec: Dict[str, Any] = {
+        "name": name, "bag": str(source), "image_topic": frame.image_topic, "stamp_ns": int(frame.image_stamp_ns),
+        "lidar_stamp_ns": int(frame.lidar_stamp_ns), "height": int(H), "width": int(W), "image": image,
+        "image_ref": {"bag": str(Path(source).resolve()), "topic": frame.image_topic, "stamp_ns": int(frame.image_stamp_ns)},
+        "segments": segments, "features": f"features/{name}.npz", "cache_key": key, "crc": crc,
+    }
+    store.write_npz(out / rec["features"], compress=True, segment_ids=fs.segment_ids, feats=fs.feats,
+                    pixel_counts=fs.pixel_counts, is_ground=fs.is_ground, cache_key=np.array(key),
+                    record=np.array(json.dumps(rec)))
+    rec["crc"] = {**crc, "features": store.file_crc32(out / rec["features"])}
+    return rec
+
+
+def process_shard(
+    frames: Iterable[DriveFrame],
+    out_dir: Union[str, Path],
+    shard_id: str,
+    *,
+    source: Union[str, Path],
+    config: Optional[PseudoLabelConfig] = None,
+    backbone_module=None,
+    labeler: Optional[PseudoLabeler] = None,
+    max_frames: Optional[int] = None,
+    name_fn: Optional[Callable[[Union[str, Path], DriveFrame], str]] = None,
+    progress: bool = True,
+) -> ShardResult:
+    """Pass 1 of one shard: segment maps + pooled features of every frame, resumable, O(1) memory.
+
+    Frames are read ``config.prefetch`` ahead by a background thread and extracted
+    ``config.batch_size`` at a time (:meth:`PseudoLabeler.segment_features_batch`). Per frame:
+    ``segments/<name>.png``, ``features/<name>.npz``, ``images/<name>.<ext>`` (original bytes of a
+    CompressedImage, see ``PseudoLabelConfig.image_storage``), each atomic, then one line in
+    ``frames/<shard_id>.jsonl`` (written, flushed, fsynced; the frame's files' CRC-32 inside).
+
+    Resuming: the shard's existing lines are read in step with ``frames``; a frame whose line
+    matches (name, cache key) and whose files still have their CRC-32 is skipped. From the first
+    mismatch on the rest of the old file is dropped, and frames whose intact feature cache was
+    made with the same settings are re-indexed without recomputation; damaged entries are logged
+    and recomputed. Outputs are byte-identical to an uninterrupted run.
+
+    Args:
+        frames: the shard's DriveFrames (e.g. :func:`bag_shard_frames`).
+        out_dir: the pseudo-label directory (shared by all shards).
+        shard_id: unique id of the shard (file name of its jsonl), e.g. :func:`shard_id_for`.
+        source: the bag the frames come from (recorded; images are referenced from it).
+        config: settings (``None`` = defaults); backbone_module / labeler: the model (a labeler
+            built from ``backbone_module`` and ``config`` when not given; the backbone is built
+            from the config when neither is given).
+        max_frames: stop after this many frames of the shard.
+        name_fn: ``(source, frame) -> name`` (default :func:`default_frame_name`).
+        progress: tqdm progress bar.
 
     Raises:
-        DriveSegmentError: OpenCV could not write the file.
+        DriveSegmentError: bad inputs; OSError: file-system errors (full disk ...), after which
+            a rerun resumes.
     """
-    import cv2
+    cfg = config if config is not None else PseudoLabelConfig()
+    if labeler is None:
+        if backbone_module is None:
+            backbone_module = build_backbone(cfg.backbone, weights=cfg.backbone_weights)
+        labeler = PseudoLabeler(backbone_module, None, cfg)
+    name_fn = name_fn or default_frame_name
+    out = Path(out_dir)
+    store.make_dirs(out, (FRAMES_DIR, "segments", "features", "images"))
+    key = feature_cache_key(cfg, labeler.backbone)
+    try:
+        device = next(labeler.backbone.parameters()).device.type
+    except (AttributeError, StopIteration, TypeError):
+        device = "cpu"
+    batch_size = cfg.batch_size or (8 if device == "cuda" else 1)
+    result = ShardResult(shard_id)
+    path = _frames_file(out, shard_id)
+    old = store.read_jsonl(path, with_offsets=True) if path.is_file() else iter(())
+    appender = store.JsonlAppender(path)
+    diverged = False
+    pending: List[Tuple[str, DriveFrame]] = []
+    bar = tqdm(total=max_frames, desc=f"pseudo-label {shard_id}", unit="frame", disable=not progress)
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    img = image[..., ::-1] if image.ndim == 3 else image
-    if not cv2.imwrite(str(path), np.ascontiguousarray(img)):
-        raise DriveSegmentError(f"cannot write {path}")
+    def flush() -> None:
+        if not pending:
+            return
+        fss = labeler.segment_features_batch([f for _, f in pending])
+        for (name, frame), fs in zip(pending, fss):
+            appender.append(_write_frame(out, name, str(source), frame, fs, key, cfg))
+            result.n_computed += 1
+        pending.clear()
+
+    def diverge(offset: Optional[int]) -> None:
+        nonlocal diverged, old
+        diverged = True
+        if hasattr(old, "close"):
+            old.close()
+        if offset is not None:
+            appender.truncate_to(offset)
+
+    try:
+        for frame in prefetched(frames, cfg.prefetch):
+            if max_frames is not None and result.n_frames >= max_frames:
+                break
+            name = name_fn(source, frame)
+            result.n_frames += 1
+            bar.update(1)
+            damaged = False
+            if not diverged:
+                prev = next(old, None)
+                if prev is not None:
+                    offset, rec = prev
+                    if rec.get("name") == name and rec.get("cache_key") == key:
+                        problem = _verify_record(out, rec)
+                        if problem is None:
+                            result.n_cached += 1
+                            continue
+                        LOG.warning("frame %s: %s; recomputing", name, problem)
+                        result.n_damaged += 1
+                        damaged = True
+                    elif rec.get("name") == name:
+                        LOG.info("shard %s: features were made with another configuration; recomputing", shard_id)
+                    diverge(offset)
+                else:
+                    diverge(None)
+            rec = None if damaged else _record_from_disk(out, name, key)
+            if rec is not None:
+                flush()
+                appender.append(rec)
+                result.n_cached += 1
+            else:
+                pending.append((name, frame))
+                if len(pending) >= batch_size:
+                    flush()
+        flush()
+        if not diverged:
+            prev = next(old, None)
+            diverge(prev[0] if prev is not None else None)  # fewer frames than recorded: drop the rest
+    finally:
+        bar.close()
+        if hasattr(old, "close"):
+            old.close()
+        appender.close()
+    LOG.info("shard %s: %d frames, %d computed, %d from cache (%d damaged entries recomputed)", shard_id,
+             result.n_frames, result.n_computed, result.n_cached, result.n_damaged)
+    return result
 
 
-def preview_image(rgb: np.ndarray, label_map: np.ndarray, k: int) -> np.ndarray:
-    """Colour overlay of a partial label map (``visualization.palette`` / ``overlay``; ignored pixels dimmed)."""
-    from drive_segment_ros.visualization import overlay, palette
-
-    dimmed = np.where((label_map == IGNORE_INDEX)[..., None], (rgb * 0.5).astype(np.uint8), rgb)
-    return overlay(dimmed, label_map, palette(max(int(k), 1)), alpha=0.6, ignore=IGNORE_INDEX)
-
-
-#: Public names of the output helpers (the ROS pseudo_label_node writes the same files).
-
-
-def _iter_frames(bag: Path, image_topics: Optional[Sequence[str]]):
-    from drive_segment_ros.drives import DriveReader
-
-    yield from DriveReader(bag, image_topics=list(image_topics) if image_topics else None, progress=False)
+def _iter_shard_features(out: Path, shard_ids: Sequence[str]) -> Iterator[Tuple[Dict[str, Any], Dict[str, np.ndarray]]]:
+    for sid in shard_ids:
+        path = _frames_file(out, sid)
+        if not path.is_file():
+            raise DriveSegmentError(f"shard {sid!r} has no index {path} (run process_shard first)")
+        for rec in store.read_jsonl(path):
+            try:
+                z = store.load_npz_checked(out / rec["features"], ("segment_ids", "feats", "pixel_counts"))
+            except DriveSegmentError as exc:
+                raise DriveSegmentError(f"{exc}; rerun pseudo-label to recompute it") from None
+            yield rec, z
 
 
+# --------------------------------------------------------------------------------------------
+# k-means on a bounded sample
+# --------------------------------------------------------------------------------------------
+def fit_centroids(out_dir: Union[str, Path], config: PseudoLabelConfig, shard_ids: Sequence[str]) -> Tuple[np.ndarray, int]:
+    """k-means centroids from the cached features of ``shard_ids`` (in that order), in bounded memory.
+
+    Every segment with at least ``min_segment_pixels`` pixels (L2-normalised when
+    ``normalize_features``) is offered to a :class:`~drive_segment_training.kmeans.ReservoirSample`
+    of ``kmeans_sample`` rows (seed ``config.seed``); k-means is fitted on the sample
+    (:func:`~drive_segment_training.kmeans.fit_pseudo_classes`).
+
+    Returns:
+        ``(centroids (k, C) float32, number of segments clustered)``.
+
+    Raises:
+        DriveSegmentError: no segments, too few for k, damaged caches.
+    """
+    out = Path(out_dir)
+    sample = ReservoirSample(config.kmeans_sample, seed=config.seed)
+    for _, z in tqdm(_iter_shard_features(out, shard_ids), desc="pseudo-label: k-means sample", unit="frame", leave=False):
+        X = z["feats"][z["pixel_counts"] >= config.min_segment_pixels]
+        if config.normalize_features:
+            X = l2_normalize(X)
+        sample.add(X)
+    X = sample.sample()
+    if X.shape[0] == 0:
+        X = np.zeros((0, 1), np.float32)
+    if X.shape[0] < sample.n_seen:
+        LOG.info("k-means on a reservoir sample of %d of %d segments", X.shape[0], sample.n_seen)
+    centroids = fit_pseudo_classes(X, config.k, config.seed, config.n_init, config.max_iter,
+                                   config.minibatch_above)
+    return centroids, int(sample.n_seen)
+
+
+# --------------------------------------------------------------------------------------------
+# pass 2: label maps of one clustering
+# --------------------------------------------------------------------------------------------
+def run_key(config: PseudoLabelConfig, feature_key: str, shard_ids: Sequence[str]) -> str:
+    """Directory name ``runs/<key>`` of one clustering: hash of the feature key, the k-means
+    settings and the shards (another k never writes into an existing run's files)."""
+    payload = {"features": feature_key, "shards": list(shard_ids),
+               **{a: getattr(config, a) for a in ("k", "seed", "n_init", "max_iter", "minibatch_above",
+                                                    "normalize_features", "min_segment_pixels", "kmeans_sample")}}
+    return "k%d-%s" % (config.k, hashlib.sha1(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:12])
+
+
+@dataclass
+class LabelResult:
+    """What :func:`label_shard` wrote (picklable)."""
+
+    shard_id: str
+    n_frames: int = 0
+    n_segments: int = 0
+    cluster_pixel_counts: List[int] = field(default_factory=list)
+    coverage_sum: float = 0.0
+
+
+def label_shard(out_dir: Union[str, Path], shard_id: str, config: PseudoLabelConfig, centroids: np.ndarray,
+                run_dir: Union[str, Path], image_loader=None, progress: bool = True) -> LabelResult:
+    """Pass 2 of one shard: every segment -> nearest centroid -> ``<run_dir>/labels/<name>.png``.
+
+    Streams the shard's ``frames/<shard_id>.jsonl``; writes the training records to
+    ``<run_dir>/frames/<shard_id>.jsonl`` (temporary file, renamed when the shard is done) and
+    preview overlays (``previews/<name>.jpg``) for the first ``preview_first`` frames and every
+    ``preview_every``-th. No model needed (CPU). ``image_loader`` reads images referenced from
+    bags for the previews (default: ``datasets.BagImageLoader``).
+
+    Raises:
+        DriveSegmentError: missing / damaged pass-1 files; OSError: file-system errors.
+    """
+    out, run = Path(out_dir), Path(run_dir)
+    rel_run = run.relative_to(out).as_posix()
+    C = np.asarray(centroids, np.float32)
+    counts = np.zeros(256, np.int64)
+    res = LabelResult(shard_id)
+    own_loader = image_loader is None and bool(config.preview_every or config.preview_first)
+    if own_loader:
+        image_loader = BagImageLoader()
+    target = run / FRAMES_DIR / f"{shard_id}.jsonl"
+    tmp = target.with_name(f".{target.name}.tmp")
+    if tmp.exists():
+        tmp.unlink()
+    with store.JsonlAppender(tmp) as lines:
+        for pos, (rec, z) in enumerate(tqdm(_iter_shard_features(out, [shard_id]), desc=f"pseudo-label: labels {shard_id}",
+                                            unit="frame", leave=False, disable=not progress)):
+            keep = z["pixel_counts"] >= config.min_segment_pixels
+            X = z["feats"][keep]
+            if config.normalize_features:
+                X = l2_normalize(X)
+            ids = z["segment_ids"][keep]
+            seg = store.read_segments(out / rec["segments"])
+            label = partial_label_map(seg, ids, assign_pseudo_classes(X, C))
+            label_path = f"{rel_run}/labels/{rec['name']}.png"
+            store.write_png(out / label_path, label)
+            hist = np.bincount(label.reshape(-1), minlength=256)
+            counts += hist
+            coverage = float(1.0 - hist[IGNORE_INDEX] / label.size)
+            lines.append({
+                "name": rec["name"], "image": rec["image"], "image_ref": rec["image_ref"], "label": label_path,
+                "segments": rec["segments"], "bag": rec["bag"], "image_topic": rec["image_topic"],
+                "stamp_ns": rec["stamp_ns"], "lidar_stamp_ns": rec["lidar_stamp_ns"],
+                "n_segments": int(ids.size), "coverage": coverage,
+            })
+            res.n_frames += 1
+            res.n_segments += int(ids.size)
+            res.coverage_sum += coverage
+            if pos < config.preview_first or (config.preview_every and pos % config.preview_every == 0):
+                rgb = store.read_image(out, rec, image_loader)
+                store.write_jpeg(out / "previews" / f"{rec['name']}.jpg", preview_image(rgb, label, config.k))
+    if own_loader:
+        image_loader.close()
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp.replace(target)
+    res.cluster_pixel_counts = counts[: config.k].tolist()
+    return res
+
+
+def finalize_run(out_dir: Union[str, Path], config: PseudoLabelConfig, centroids: np.ndarray, run_dir: Union[str, Path],
+                 shard_ids: Sequence[str], results: Sequence[LabelResult], *, n_clustered: int, feature_key: str,
+                 backbone_description: str, self_supervised: bool) -> Dict[str, Any]:
+    """Write the run's index and settings, and ``index.json`` LAST (the completion marker).
+
+    ``<run_dir>/index.jsonl`` = the shards' records in ``shard_ids`` order (streamed copy);
+    ``<run_dir>/centroids.npy``; ``DIR/centroids.npy`` and ``DIR/pseudo_label_config.yaml`` (the
+    run's settings: what ``PseudoLabeler.from_dir`` and the node load); then ``DIR/index.json``.
+    Other (stale) ``runs/*`` are removed afterwards.
+
+    Returns:
+        ``index.json``'s content with ``frames`` = a streaming :class:`~drive_segment_ros.pseudo_label_store.FrameIndex`.
+    """
+    out, run = Path(out_dir), Path(run_dir)
+    rel_run = run.relative_to(out).as_posix()
+    index_tmp = run / ".index.jsonl.tmp"
+    n_frames = 0
+    with open(index_tmp, "wb") as dst:
+        for sid in shard_ids:
+            with open(run / FRAMES_DIR / f"{sid}.jsonl", "rb") as src:
+                for line in src:
+                    dst.write(line)
+                    n_frames += 1
+        dst.flush()
+        os.fsync(dst.fileno())
+    index_tmp.replace(run / "index.jsonl")
+    if n_frames == 0:
+        raise DriveSegmentError("no camera/LiDAR frame pairs to label")
+    cen = np.asarray(centroids, np.float32)
+    store.write_npy(run / store.CENTROIDS_FILE, cen)
+    cluster = np.zeros(config.k, np.int64)
+    for r in results:
+        cluster += np.asarray(r.cluster_pixel_counts, np.int64)
+    record = {**config.to_dict(), "backbone_description": backbone_description, "self_supervised": bool(self_supervised),
+              "ignore_index": IGNORE_INDEX}
+    record["proposals"] = config.proposal_config().to_dict()
+    record["projection"] = config.projection_config().to_dict()
+    store.write_npy(out / store.CENTROIDS_FILE, cen)
+    store.write_yaml(out / store.CONFIG_FILE, record)
+    index = {
+        "format": store.FORMAT,
+        "k": int(config.k),
+        "backbone": config.backbone,
+        "backbone_description": backbone_description,
+        "self_supervised": bool(self_supervised),
+        "ignore_index": IGNORE_INDEX,
+        "n_clustered_segments": int(n_clustered),
+        "cluster_pixel_counts": cluster.tolist(),
+        "n_frames": int(n_frames),
+        "mean_coverage": float(sum(r.coverage_sum for r in results) / n_frames),
+        "run_dir": rel_run,
+        "frames_file": f"{rel_run}/index.jsonl",
+        "centroids": f"{rel_run}/{store.CENTROIDS_FILE}",
+        "shards": list(shard_ids),
+        "feature_cache_key": feature_key,
+        "settings": record,
+    }
+    store.write_json(out / store.INDEX_FILE, index)  # LAST: the run is complete
+    for stale in sorted((out / RUNS_DIR).iterdir()):
+        if stale.is_dir() and stale.resolve() != run.resolve():
+            LOG.info("removing the superseded run %s", stale)
+            shutil.rmtree(stale, ignore_errors=True)
+    fi = store.open_frame_index(out)
+    return {**fi.meta, "frames": fi}
+
+
+# --------------------------------------------------------------------------------------------
+# the offline run
+# --------------------------------------------------------------------------------------------
 def run_pseudo_labelling(
     bags: Sequence[Union[str, Path]],
     out_dir: Union[str, Path],
@@ -593,39 +635,35 @@ def run_pseudo_labelling(
     seed: Optional[int] = None,
     previews: bool = True,
     backbone_module=None,
+    frame_source: Optional[Callable[[Path], Iterable[DriveFrame]]] = None,
+    progress: bool = True,
 ) -> Dict[str, Any]:
-    """Offline pseudo-labelling of drives (``drive-segment pseudo-label``).
+    """Offline pseudo-labelling of drives (``drive-segment pseudo-label``): one shard per bag.
 
-    Explicit arguments override ``config`` (a YAML path, mapping or :class:`PseudoLabelConfig`;
-    ``None`` = built-in defaults). Frames whose ``features/<name>.npz`` cache was written with the
-    same backbone / proposal / projection settings are not recomputed (the run is resumable);
-    a changed configuration invalidates the cache (logged). Clustering always runs over all frames.
+    :func:`process_shard` per bag (resumable), :func:`fit_centroids`, :func:`label_shard` per
+    bag into ``runs/<run_key>/``, :func:`finalize_run` (``index.json`` last). Explicit arguments
+    override ``config`` (a YAML path, mapping or :class:`PseudoLabelConfig`; ``None`` = defaults).
 
     Args:
         bags: ROS 2 bag directories (read with ``drives.DriveReader``).
-        out_dir: output directory (layout in the module docstring).
+        out_dir: output directory (layout: :mod:`drive_segment_ros.pseudo_label_store`).
         k, backbone, backbone_weights, seed: override the config.
         max_frames: stop after this many frames in total (over all bags).
-        previews: write ``previews/<name>.png`` overlays.
+        previews: write preview overlays for a sample of frames (``preview_first`` / ``preview_every``).
         backbone_module: an already built backbone (tests / the demo), else ``build_backbone``.
+        frame_source: ``bag -> iterable of DriveFrame`` (default :func:`bag_shard_frames`; tests).
+        progress: progress bars.
 
     Returns:
-        the ``index.json`` content (dict).
+        the ``index.json`` content, ``frames`` streamed from the run's ``index.jsonl``.
 
     Raises:
         DriveSegmentError: no bags / frames, too few segments for k, bad config.
+        OSError: file-system errors (the CLI prints one line); a rerun resumes.
     """
-    import yaml
-    from tqdm import tqdm
-
-    if isinstance(config, PseudoLabelConfig):
-        cfg = PseudoLabelConfig.from_dict(config.to_dict())
-    elif isinstance(config, (str, Path)):
-        cfg = PseudoLabelConfig.from_yaml(config)
-    else:
-        cfg = PseudoLabelConfig.from_dict(config)
-    overrides = {"k": k, "backbone": backbone, "backbone_weights": backbone_weights, "seed": seed}
-    cfg = PseudoLabelConfig.from_dict({**cfg.to_dict(), **{a: v for a, v in overrides.items() if v is not None}})
+    cfg = resolve_config(config, k=k, backbone=backbone, backbone_weights=backbone_weights, seed=seed)
+    if not previews:
+        cfg.preview_every = cfg.preview_first = 0
     if not bags:
         raise DriveSegmentError("no bags given")
     bags = [Path(b) for b in bags]
@@ -634,10 +672,10 @@ def run_pseudo_labelling(
             raise DriveSegmentError(f"bag {b} not found")
     if max_frames is not None and max_frames < 1:
         raise DriveSegmentError(f"max_frames must be >= 1, got {max_frames}")
+    if len({shard_id_for(b) for b in bags}) != len(bags):
+        raise DriveSegmentError("two bags have the same directory name; frame names would collide")
 
     if backbone_module is None:
-        from drive_segment_ros.models.backbones import build_backbone
-
         backbone_module = build_backbone(cfg.backbone, weights=cfg.backbone_weights)
     else:
         name = getattr(backbone_module, "name", cfg.backbone)
@@ -645,101 +683,38 @@ def run_pseudo_labelling(
             LOG.info("using the given backbone module %r (config said %r)", name, cfg.backbone)
             cfg.backbone = name
     labeler = PseudoLabeler(backbone_module, None, cfg)
-    key = _feature_cache_key(cfg, backbone_module)
     out = Path(out_dir)
-    for sub in ("images", "labels", "segments", "features", "previews"):
-        (out / sub).mkdir(parents=True, exist_ok=True)
-
-    frames: List[Dict[str, Any]] = []
-    cached = computed = invalidated = 0
-    progress = tqdm(total=max_frames, desc="pseudo-label: segments + features", unit="frame")
     try:
-        for bag in bags:
-            if max_frames is not None and len(frames) >= max_frames:
-                break
-            for frame in _iter_frames(bag, cfg.image_topics):
-                name = safe_name(f"{bag.name}__{frame.name}")
-                cache = out / "features" / f"{name}.npz"
-                seg_path, img_path = out / "segments" / f"{name}.npy", out / "images" / f"{name}.png"
-                hit = False
-                if cache.is_file() and seg_path.is_file() and img_path.is_file():
-                    with np.load(cache) as z:
-                        if str(z["cache_key"]) == key:
-                            ids, feats, counts = z["segment_ids"], z["feats"], z["pixel_counts"]
-                            hit = True
-                        else:
-                            if invalidated == 0:
-                                LOG.info("feature cache in %s was made with another configuration; recomputing", out / "features")
-                            invalidated += 1
-                if hit:
-                    cached += 1
-                else:
-                    fs = labeler.segment_features(frame)
-                    ids, feats, counts = fs.segment_ids, fs.feats, fs.pixel_counts
-                    write_png(img_path, np.asarray(frame.image))
-                    np.save(seg_path, fs.segment_map)
-                    np.savez(cache, segment_ids=ids, feats=feats, pixel_counts=counts, is_ground=fs.is_ground,
-                             cache_key=np.array(key))
-                    computed += 1
-                frames.append({
-                    "name": name, "image": f"images/{name}.png", "label": f"labels/{name}.png",
-                    "segments": f"segments/{name}.npy", "bag": str(bag), "image_topic": frame.image_topic,
-                    "stamp_ns": int(frame.image_stamp_ns), "lidar_stamp_ns": int(frame.lidar_stamp_ns),
-                    "_ids": ids, "_feats": feats, "_counts": counts,
-                })
-                progress.update(1)
-                if max_frames is not None and len(frames) >= max_frames:
-                    break
-    finally:
-        progress.close()
-    if not frames:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise DriveSegmentError(f"cannot create {out}: {exc}") from exc
+    frame_source = frame_source or (lambda bag: bag_shard_frames(bag, image_topics=cfg.image_topics))
+
+    shard_ids: List[str] = []
+    total = 0
+    for bag in bags:
+        if max_frames is not None and total >= max_frames:
+            break
+        sid = shard_id_for(bag)
+        res = process_shard(frame_source(bag), out, sid, source=bag, config=cfg, labeler=labeler,
+                            max_frames=None if max_frames is None else max_frames - total, progress=progress)
+        total += res.n_frames
+        if res.n_frames:
+            shard_ids.append(sid)
+    if not total:
         raise DriveSegmentError(f"no camera/LiDAR frame pairs in {', '.join(map(str, bags))}")
-    LOG.info("%d frames: %d computed, %d from cache", len(frames), computed, cached)
 
-    # ---- k-means over the segments of all frames
-    keep = [f["_counts"] >= cfg.min_segment_pixels for f in frames]
-    X = np.concatenate([f["_feats"][m] for f, m in zip(frames, keep)], axis=0) if frames else np.zeros((0, 1))
-    if cfg.normalize_features:
-        X = l2_normalize(X)
-    centroids = fit_pseudo_classes(X, cfg.k, cfg.seed, cfg.n_init, cfg.max_iter, cfg.minibatch_above)
-    labeler.set_centroids(centroids)
-    cluster_sizes = np.zeros(cfg.k, np.int64)
-
-    for f in tqdm(frames, desc="pseudo-label: label maps", unit="frame"):
-        seg = np.load(out / f["segments"])
-        ids, classes = labeler.classify(f.pop("_ids"), f.pop("_feats"), f.pop("_counts"))
-        label = partial_label_map(seg, ids, classes)
-        write_png(out / f["label"], label)
-        cluster_sizes += np.bincount(label[label != IGNORE_INDEX], minlength=256)[: cfg.k]
-        f["n_segments"] = int(ids.size)
-        f["coverage"] = float((label != IGNORE_INDEX).mean())
-        if previews:
-            import cv2
-
-            rgb = cv2.imread(str(out / f["image"]), cv2.IMREAD_COLOR)[..., ::-1]
-            write_png(out / "previews" / f"{f['name']}.png", preview_image(rgb, label, cfg.k))
-
+    key = feature_cache_key(cfg, backbone_module)
+    centroids, n_clustered = fit_centroids(out, cfg, shard_ids)
+    run = out / RUNS_DIR / run_key(cfg, key, shard_ids)
+    results = [label_shard(out, sid, cfg, centroids, run, progress=progress) for sid in shard_ids]
     desc = getattr(backbone_module, "description", cfg.backbone)
     selfsup = bool(getattr(backbone_module, "self_supervised", False))
-    np.save(out / "centroids.npy", centroids.astype(np.float32))
-    record = {**cfg.to_dict(), "backbone_description": desc, "self_supervised": selfsup, "ignore_index": IGNORE_INDEX}
-    record["proposals"] = cfg.proposal_config().to_dict()
-    record["projection"] = cfg.projection_config().to_dict()
-    (out / "pseudo_label_config.yaml").write_text(yaml.safe_dump(record, sort_keys=False))
-    index = {
-        "k": int(cfg.k),
-        "backbone": cfg.backbone,
-        "backbone_description": desc,
-        "self_supervised": selfsup,
-        "ignore_index": IGNORE_INDEX,
-        "n_clustered_segments": int(X.shape[0]),
-        "cluster_pixel_counts": cluster_sizes.tolist(),
-        "frames": frames,
-    }
-    (out / "index.json").write_text(json.dumps(index, indent=1))
-    used = int((cluster_sizes > 0).sum())
-    LOG.info("wrote %s: %d frames, %d segments, %d/%d pseudo-classes used, mean coverage %.3f", out, len(frames),
-             X.shape[0], used, cfg.k, float(np.mean([f["coverage"] for f in frames])))
+    index = finalize_run(out, cfg, centroids, run, shard_ids, results, n_clustered=n_clustered, feature_key=key,
+                         backbone_description=desc, self_supervised=selfsup)
+    used = int((np.asarray(index["cluster_pixel_counts"]) > 0).sum())
+    LOG.info("wrote %s: %d frames, %d segments, %d/%d pseudo-classes used, mean coverage %.3f", out, index["n_frames"],
+             n_clustered, used, cfg.k, index["mean_coverage"])
     if not selfsup:
         LOG.warning("backbone %s is NOT self-supervised (%s); Drive&Segment uses DINO features", cfg.backbone, desc)
     return index
@@ -752,9 +727,11 @@ def _cli(args: argparse.Namespace) -> int:
     config = args.config
     if config is None and DEFAULT_CONFIG_PATH.is_file():
         config = DEFAULT_CONFIG_PATH
+    cfg = resolve_config(config, batch_size=args.batch_size, kmeans_sample=args.kmeans_sample,
+                         image_storage=args.image_storage, preview_every=args.preview_every)
     index = run_pseudo_labelling(
         args.bags, args.out, k=args.k, backbone=args.backbone, backbone_weights=args.backbone_weights,
-        config=config, max_frames=args.max_frames, seed=args.seed, previews=not args.no_previews,
+        config=cfg, max_frames=args.max_frames, seed=args.seed, previews=not args.no_previews,
     )
     print(f"{len(index['frames'])} frames, k={index['k']}, backbone {index['backbone']} "
           f"(self-supervised: {index['self_supervised']}) -> {Path(args.out) / 'index.json'}")
@@ -767,7 +744,9 @@ def add_cli(sub) -> None:
         "pseudo-label",
         help="pool backbone features over LiDAR segments, k-means pseudo-classes, partial label PNGs",
         description="Drive&Segment pseudo-labels: per-segment mean backbone features, k-means over all "
-                    "segments of all bags, partial label maps (255 = ignore). Resumable (features/ cache).",
+                    "segments of all bags (bounded reservoir sample), partial label maps (255 = ignore). "
+                    "Resumable after a crash or a full disk (frames/*.jsonl + features/ cache); "
+                    "index.json is written last and marks the run complete.",
     )
     p.add_argument("bags", nargs="+", metavar="BAG", help="ROS 2 bag directories")
     p.add_argument("--out", required=True, help="output directory")
@@ -777,5 +756,14 @@ def add_cli(sub) -> None:
     p.add_argument("--config", default=None, help=f"pseudo-label YAML (default {DEFAULT_CONFIG_PATH.name} when present)")
     p.add_argument("--max-frames", type=int, default=None, metavar="N", help="stop after N frames in total")
     p.add_argument("--seed", type=int, default=None, help="k-means seed")
-    p.add_argument("--no-previews", action="store_true", help="skip previews/<name>.png")
+    p.add_argument("--no-previews", action="store_true", help="skip previews/<name>.jpg")
+    p.add_argument("--preview-every", type=int, default=None, metavar="N",
+                   help="preview overlay for every N-th frame of a bag (config default 100; 0 = first frames only)")
+    p.add_argument("--batch-size", type=int, default=None, metavar="B",
+                   help="images per backbone forward (default 8 on CUDA, 1 on CPU)")
+    p.add_argument("--kmeans-sample", type=int, default=None, metavar="N",
+                   help="k-means is fitted on a reservoir sample of at most N segments (config default 100000)")
+    p.add_argument("--image-storage", choices=("auto", "reference", "png"), default=None,
+                   help="auto: copy CompressedImage bytes, reference raw images in the bag (default); "
+                        "png: lossless copy of every image (no bag needed later)")
     p.set_defaults(func=_cli)

@@ -28,10 +28,13 @@ from pathlib import Path
 from typing import Any, Dict, Optional, Protocol, Tuple, Union, runtime_checkable
 
 import numpy as np
+import torch
 
-from drive_segment_ros.inference.preprocess import IMAGENET_MEAN, IMAGENET_STD, Preprocessor, colorize_mask, get_palette, postprocess
+from drive_segment_ros.inference.preprocess import IMAGENET_MEAN, IMAGENET_STD, Preprocessor, postprocess
 from drive_segment_ros.devices import resolve_device
+from drive_segment_ros.models.checkpoint import load_segmenter
 from drive_segment_ros.types import DriveSegmentError
+from drive_segment_ros.visualization import colorize, palette
 
 LOG = logging.getLogger(__name__)
 
@@ -40,6 +43,8 @@ ENGINE_SUFFIXES = (".engine", ".plan", ".trt")
 TENSORRT_MISSING = "TensorRT backend needs the `tensorrt` Python package (JetPack / pip install tensorrt) and a CUDA GPU"
 
 #: Keys written into ONNX ``metadata_props`` / the engine sidecar (values are JSON strings).
+#: Name stored in the model metadata for :func:`drive_segment_ros.visualization.palette`.
+PALETTE_NAME = "drive_segment"
 METADATA_KEYS = ("n_classes", "mean", "std", "input_size", "backbone", "decoder", "palette", "dynamic_hw")
 
 PathLike = Union[str, Path]
@@ -59,7 +64,7 @@ def model_metadata(config: Any, n_classes: Optional[int] = None) -> Dict[str, An
 
     Returns a dict with ``n_classes`` (int), ``mean``/``std`` (3 floats, [0, 1] units),
     ``input_size`` ([H, W] pixels), ``backbone`` and ``decoder`` (str), ``palette`` (palette
-    name, see :func:`~drive_segment_ros.inference.preprocess.get_palette`), ``dynamic_hw`` (bool).
+    name: ``"drive_segment"`` = :func:`drive_segment_ros.visualization.palette`), ``dynamic_hw`` (bool).
     """
     size = _cfg_get(config, "input_size") or (512, 512)
     k = int(n_classes if n_classes is not None else _cfg_get(config, "n_classes"))
@@ -70,7 +75,7 @@ def model_metadata(config: Any, n_classes: Optional[int] = None) -> Dict[str, An
         "input_size": [int(size[0]), int(size[1])],
         "backbone": str(_cfg_get(config, "backbone", "")),
         "decoder": str(_cfg_get(config, "decoder", "")),
-        "palette": get_palette(max(k, 1))[1],
+        "palette": PALETTE_NAME,
         "dynamic_hw": False,
     }
 
@@ -160,12 +165,9 @@ class TorchBackend:
         channels_last: Optional[bool] = None,
         input_size: Optional[Tuple[int, int]] = None,
     ) -> None:
-        import torch
-
         path = Path(checkpoint_dir)
         if not path.is_dir():
             raise DriveSegmentError(f"torch backend needs a checkpoint directory, {path} is not one")
-        from drive_segment_ros.models.checkpoint import load_segmenter
 
         dev = resolve_device(device)
         loaded = load_segmenter(path, dev)
@@ -191,8 +193,6 @@ class TorchBackend:
 
     def infer_device(self, batch: np.ndarray):
         """Like :meth:`infer` but returns the logits as a torch tensor on :attr:`device` (float32)."""
-        import torch
-
         batch = _check_batch(batch, None, "torch backend")
         x = torch.from_numpy(batch)
         if self.torch_device.type == "cuda":
@@ -231,7 +231,7 @@ class OnnxRuntimeBackend:
     name = "onnxruntime"
 
     def __init__(self, onnx_path: PathLike, device: str = "auto", threads: Optional[int] = None) -> None:
-        import onnxruntime as ort
+        import onnxruntime as ort  # optional heavy dependency (onnx extra)
 
         path = Path(onnx_path)
         if not path.is_file():
@@ -288,7 +288,7 @@ class OnnxRuntimeBackend:
 def import_tensorrt():
     """Import and return the ``tensorrt`` module, or raise DriveSegmentError(TENSORRT_MISSING)."""
     try:
-        import tensorrt as trt  # type: ignore[import-not-found]
+        import tensorrt as trt  # type: ignore[import-not-found]  # optional heavy dependency
     except ImportError as exc:
         raise DriveSegmentError(TENSORRT_MISSING) from exc
     return trt
@@ -316,8 +316,6 @@ class TensorRTBackend:
 
     def __init__(self, engine_path: PathLike, device: str = "auto") -> None:
         trt = import_tensorrt()
-        import torch
-
         if not torch.cuda.is_available():
             raise DriveSegmentError(TENSORRT_MISSING)
         path = Path(engine_path)
@@ -359,8 +357,6 @@ class TensorRTBackend:
         LOG.info("tensorrt backend: %s on %s (input %s %s)", path, self.device, self.input_name, shape)
 
     def _prepare(self, shape: Tuple[int, ...]) -> None:
-        import torch
-
         if shape == self._shape:
             return
         if not self.context.set_input_shape(self.input_name, shape):
@@ -376,8 +372,6 @@ class TensorRTBackend:
 
     def infer_device(self, batch: np.ndarray):
         """Run the engine; returns the logits as a CUDA torch tensor (float32, synchronized)."""
-        import torch
-
         batch = _check_batch(batch, self._fixed_hw, "tensorrt backend")
         self._prepare(tuple(batch.shape))
         self._host_in.numpy()[...] = batch
@@ -399,15 +393,11 @@ class TensorRTBackend:
 
 
 def _torch_stream(stream):
-    """``torch.cuda.stream(stream)`` (small indirection so the module imports without torch)."""
-    import torch
-
+    """``torch.cuda.stream(stream)`` (one place to patch in tests)."""
     return torch.cuda.stream(stream)
 
 
 def _trt_to_torch_dtype(trt, dtype):
-    import torch
-
     table = {trt.float32: torch.float32, trt.float16: torch.float16, trt.int32: torch.int32, trt.int8: torch.int8}
     if hasattr(trt, "bfloat16"):
         table[trt.bfloat16] = torch.bfloat16
@@ -474,7 +464,7 @@ class SegmentationModel:
         self.preprocessor = preprocessor or Preprocessor(backend.input_size, meta["mean"], meta["std"])
         self.n_classes = int(meta["n_classes"])
         self.mode = mode
-        self.palette = get_palette(max(self.n_classes, 256))[0]
+        self.palette = palette(max(self.n_classes, 256))
 
     @property
     def metadata(self) -> Dict[str, Any]:
@@ -501,8 +491,6 @@ class SegmentationModel:
         infer_device = getattr(self.backend, "infer_device", None)
         logits = infer_device(x) if infer_device is not None else self.backend.infer(x)
         if hasattr(logits, "device") and getattr(logits.device, "type", "cpu") == "cuda":
-            import torch
-
             torch.cuda.synchronize(logits.device)
         t2 = time.perf_counter()
         ids = postprocess(logits, rgb.shape[:2], mode=self.mode)
@@ -516,8 +504,11 @@ class SegmentationModel:
         return ids, timing
 
     def colorize(self, class_ids: np.ndarray) -> np.ndarray:
-        """Class ids (H, W) -> RGB (H, W, 3) uint8 with the project palette."""
-        return colorize_mask(class_ids, self.palette)
+        """Class ids (H, W) integer -> RGB (H, W, 3) uint8 with the project palette (:attr:`palette`).
+
+        Every id in ``[0, len(palette))`` gets its colour (no id is treated as ignore); others are black.
+        """
+        return colorize(class_ids, self.palette, ignore_value=None)
 
     def __repr__(self) -> str:
         b = self.backend

@@ -1,4 +1,4 @@
-"""ONNX export of a Segmenter checkpoint (checked against torch with ONNX Runtime) and CLI.
+"""ONNX export of a Segmenter checkpoint (checked against torch with ONNX Runtime).
 
 :func:`export_onnx` traces the checkpoint's model (``torch.onnx.export``; the TorchScript-based
 exporter by default because it needs no ``onnxscript``; ``exporter="dynamo"`` selects the
@@ -11,21 +11,24 @@ Graph I/O: input ``images`` float32 ``(B, 3, H, W)`` normalized (see
 :class:`~drive_segment_ros.inference.preprocess.Preprocessor`), output ``logits`` float32
 ``(B, K, H, W)``.
 
-CLI (``drive-segment``): ``export CHECKPOINT --onnx model.onnx [--height --width --opset
---dynamic-batch --dynamic-hw --image IMG]`` and ``build-engine model.onnx [--engine out.engine]
-[--fp16/--no-fp16] [--workspace-gb N] [--timing-cache F] [--force]``.
+The command line (``drive-segment export`` / ``build-engine``) is ``drive_segment_training.export_cli``.
 """
 from __future__ import annotations
 
-import argparse
 import logging
 import time
 import warnings
 from pathlib import Path
 from typing import Any, Dict, Optional, Union
 
+import cv2
 import numpy as np
+import torch
+from torch.onnx import symbolic_helper as sh
 
+from drive_segment_ros.inference.backends import encode_metadata, model_metadata
+from drive_segment_ros.inference.preprocess import Preprocessor
+from drive_segment_ros.models.checkpoint import load_segmenter
 from drive_segment_ros.types import DriveSegmentError
 
 LOG = logging.getLogger(__name__)
@@ -44,8 +47,6 @@ def _bicubic_aa_symbolic(g, input, output_size, align_corners, *scales):
     ``cubic_coeff_a=-0.5, exclude_outside=1`` (ONNX operator spec, Resize-18), and ``antialias=1``
     (opset >= 18) when down-sampling. Up-sampling needs no antialias (any opset, TensorRT).
     """
-    from torch.onnx import symbolic_helper as sh
-
     out_hw = sh._maybe_get_const(output_size, "is")
     align = bool(sh._maybe_get_const(align_corners, "b"))
     sizes_in = sh._get_tensor_sizes(input)
@@ -71,9 +72,7 @@ def _bicubic_aa_symbolic(g, input, output_size, align_corners, *scales):
 
 
 def torch_tensor(values, dtype: str):
-    """``torch.tensor(values, dtype=getattr(torch, dtype))`` (keeps torch a lazy import)."""
-    import torch
-
+    """``torch.tensor(values, dtype=getattr(torch, dtype))``."""
     return torch.tensor(values, dtype=getattr(torch, dtype))
 
 
@@ -84,8 +83,6 @@ def _register_symbolics() -> None:
     global _SYMBOLICS_REGISTERED
     if _SYMBOLICS_REGISTERED:
         return
-    import torch
-
     torch.onnx.register_custom_op_symbolic("aten::_upsample_bicubic2d_aa", _bicubic_aa_symbolic, 11)
     _SYMBOLICS_REGISTERED = True
 
@@ -93,8 +90,6 @@ def _register_symbolics() -> None:
 def _load_image(image: Union[PathLike, np.ndarray]) -> np.ndarray:
     if isinstance(image, np.ndarray):
         return image
-    import cv2
-
     bgr = cv2.imread(str(image), cv2.IMREAD_COLOR)
     if bgr is None:
         raise DriveSegmentError(f"cannot read image {image}")
@@ -102,7 +97,7 @@ def _load_image(image: Union[PathLike, np.ndarray]) -> np.ndarray:
 
 
 def _ort_logits(path: Path, x: np.ndarray) -> np.ndarray:
-    import onnxruntime as ort
+    import onnxruntime as ort  # optional heavy dependency (onnx extra)
 
     opts = ort.SessionOptions()
     opts.log_severity_level = 3  # errors surface as exceptions; keep ORT's own log quiet
@@ -160,12 +155,7 @@ def export_onnx(
     Raises:
         DriveSegmentError: missing checkpoint, bad size / opset / exporter, export failure.
     """
-    import onnx
-    import torch
-
-    from drive_segment_ros.inference.backends import encode_metadata, model_metadata
-    from drive_segment_ros.inference.preprocess import Preprocessor
-    from drive_segment_ros.models.checkpoint import load_segmenter
+    import onnx  # optional heavy dependency (onnx extra)
 
     ckpt = Path(checkpoint_dir)
     if not ckpt.is_dir():
@@ -279,69 +269,3 @@ def export_onnx(
         out, "x".join(map(str, report["input_shape"])), report["size_mb"], report["max_abs_diff"], report["argmax_agreement"],
     )
     return report
-
-
-# --------------------------------------------------------------------------------------------
-# CLI
-# --------------------------------------------------------------------------------------------
-def _cmd_export(args: argparse.Namespace) -> int:
-    report = export_onnx(
-        args.checkpoint,
-        args.onnx,
-        height=args.height,
-        width=args.width,
-        opset=args.opset,
-        dynamic_batch=args.dynamic_batch,
-        dynamic_hw=args.dynamic_hw,
-        image=args.image,
-    )
-    print(f"wrote {report['onnx_path']} ({report['size_mb']:.1f} MB, input {'x'.join(map(str, report['input_shape']))}, {report['n_classes']} classes)")
-    print(
-        f"ONNX Runtime vs torch on {report['check_input']}: max abs diff {report['max_abs_diff']:.3g}, "
-        f"mean {report['mean_abs_diff']:.3g}, argmax agreement {100 * report['argmax_agreement']:.2f}%"
-    )
-    if "dynamic_check" in report:
-        for d in report["dynamic_check"]:
-            print(f"dynamic shape check {'x'.join(map(str, d['input_shape']))}: max abs diff {d['max_abs_diff']:.3g}")
-    return 0
-
-
-def _cmd_build_engine(args: argparse.Namespace) -> int:
-    from drive_segment_ros.inference.backends import import_tensorrt
-    from drive_segment_ros.inference.tensorrt_engine import build_engine, engine_is_stale
-
-    import_tensorrt()  # fail first, with one clear line, on machines without TensorRT
-    onnx_path = Path(args.onnx)
-    if not onnx_path.is_file():
-        raise DriveSegmentError(f"ONNX model {onnx_path} not found")
-    engine = Path(args.engine) if args.engine else onnx_path.with_suffix(".engine")
-    if not args.force and not engine_is_stale(engine, onnx_path):
-        print(f"{engine} is up to date (same ONNX, GPU and TensorRT version); use --force to rebuild")
-        return 0
-    rec = build_engine(onnx_path, engine, fp16=args.fp16, workspace_gb=args.workspace_gb, timing_cache=args.timing_cache, max_batch=args.max_batch)
-    print(f"wrote {engine} for {rec['gpu_name']} (sm {rec['compute_capability']}, TensorRT {rec['tensorrt_version']}) in {rec['build_s']:.1f} s")
-    return 0
-
-
-def add_cli(subparsers: argparse._SubParsersAction) -> None:
-    """Register ``export`` and ``build-engine`` on the ``drive-segment`` parser."""
-    p = subparsers.add_parser("export", help="export a checkpoint to ONNX (checked with ONNX Runtime)")
-    p.add_argument("checkpoint", help="checkpoint directory (save_checkpoint output)")
-    p.add_argument("--onnx", required=True, help="output .onnx file")
-    p.add_argument("--height", type=int, default=None, help="input height (default: the config's input_size)")
-    p.add_argument("--width", type=int, default=None, help="input width (default: the config's input_size)")
-    p.add_argument("--opset", type=int, default=17, help="ONNX opset (default 17)")
-    p.add_argument("--dynamic-batch", action="store_true", help="dynamic batch dimension")
-    p.add_argument("--dynamic-hw", action="store_true", help="dynamic height and width")
-    p.add_argument("--image", default=None, help="real RGB image for the ORT-vs-torch check (default: random input)")
-    p.set_defaults(func=_cmd_export)
-
-    b = subparsers.add_parser("build-engine", help="build a TensorRT engine from an exported ONNX model")
-    b.add_argument("onnx", help="the .onnx written by `drive-segment export`")
-    b.add_argument("--engine", default=None, help="output engine (default: <onnx>.engine)")
-    b.add_argument("--fp16", action=argparse.BooleanOptionalAction, default=True, help="allow FP16 kernels (default on)")
-    b.add_argument("--workspace-gb", type=float, default=4.0, help="builder workspace limit in GiB (default 4)")
-    b.add_argument("--timing-cache", default=None, help="timing cache file (default <engine>.timing.cache)")
-    b.add_argument("--max-batch", type=int, default=4, help="largest batch of the dynamic-shape profile (default 4)")
-    b.add_argument("--force", action="store_true", help="rebuild even when the engine is up to date")
-    b.set_defaults(func=_cmd_build_engine)

@@ -14,13 +14,15 @@ and turn logits into class ids the same way:
   ROS segmentation decoder): resizing K float maps costs K times more than resizing one uint8
   map. ``mode="bilinear"`` (resize the logits, then argmax, as in Segmenter's evaluation) is
   available for offline evaluation; every backend uses the same default.
-* :func:`colorize_mask`: class ids -> RGB with the project palette
-  (:mod:`drive_segment_ros.visualization` when present, else a built-in PASCAL-VOC style one).
+* :data:`IMAGENET_MEAN` / :data:`IMAGENET_STD` and :func:`normalize_image`: the one RGB
+  normalisation of the package (also used by the backbones and the training datasets).
+
+Colouring class ids is :func:`drive_segment_ros.visualization.colorize`.
 """
 from __future__ import annotations
 
 import logging
-from typing import Optional, Sequence, Tuple
+from typing import Sequence, Tuple
 
 import cv2
 import numpy as np
@@ -32,6 +34,37 @@ LOG = logging.getLogger(__name__)
 #: ImageNet RGB mean / std in [0, 1] units (timm ``IMAGENET_DEFAULT_MEAN/STD``), used by DINO.
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
+
+def normalize_image(rgb_uint8: np.ndarray, mean: Sequence[float] = IMAGENET_MEAN,
+                    std: Sequence[float] = IMAGENET_STD, device="cpu"):
+    """The one torch normalisation: ``(H, W, 3)`` uint8 RGB -> ``(3, H, W)`` float32 tensor on ``device``.
+
+    ``x = (rgb / 255 - mean) / std`` per channel, computed in float32 in this order (divide,
+    subtract, divide), so the backbones, the training datasets and the torch inference see the
+    same values bit for bit. :class:`Preprocessor` is its numpy form for backends without torch
+    (``x * (1 / (255 std)) - mean / std``: equal up to float32 rounding, about 1e-6).
+
+    Args:
+        rgb_uint8: (H, W, 3) uint8 RGB image.
+        mean, std: per-channel RGB mean / std in [0, 1] units (default ImageNet).
+        device: torch device of the result (the uint8 image is moved first, then converted).
+
+    Returns:
+        ``torch.Tensor`` (3, H, W) float32; add the batch axis with ``[None]`` / ``unsqueeze(0)``.
+
+    Raises:
+        DriveSegmentError: not an (H, W, 3) uint8 array.
+    """
+    import torch  # optional heavy dependency: the numpy inference path (Preprocessor) does not need torch
+
+    arr = np.asarray(rgb_uint8)
+    if arr.ndim != 3 or arr.shape[2] != 3 or arr.dtype != np.uint8:
+        raise DriveSegmentError(f"expected an (H,W,3) uint8 RGB image, got shape {arr.shape} dtype {arr.dtype}")
+    x = torch.from_numpy(np.ascontiguousarray(arr)).to(device).permute(2, 0, 1).float().div_(255.0)
+    m = torch.tensor(mean, dtype=torch.float32, device=device).view(3, 1, 1)
+    s = torch.tensor(std, dtype=torch.float32, device=device).view(3, 1, 1)
+    return (x - m) / s
+
 
 #: Post-processing modes accepted by :func:`postprocess`.
 POSTPROCESS_MODES = ("nearest", "bilinear")
@@ -162,8 +195,8 @@ def postprocess(logits, out_size: Sequence[int], mode: str = "nearest") -> np.nd
     if k < 1 or k > 256 or h == 0 or w == 0:
         raise DriveSegmentError(f"logits need 1..256 classes and a non-empty map, got shape {shape}")
 
-    if not isinstance(logits, np.ndarray):  # torch tensor (kept optional: no torch import here)
-        import torch
+    if not isinstance(logits, np.ndarray):  # torch tensor
+        import torch  # optional heavy dependency: only reached with a torch tensor
 
         if mode == "nearest":
             ids = logits.argmax(dim=0).to(dtype=torch.uint8).cpu().numpy()
@@ -204,56 +237,3 @@ def _resize_ids(ids: np.ndarray, h0: int, w0: int) -> np.ndarray:
     if ids.shape == (h0, w0):
         return np.ascontiguousarray(ids)
     return cv2.resize(ids, (w0, h0), interpolation=cv2.INTER_NEAREST_EXACT)
-
-
-def _voc_palette(n: int) -> np.ndarray:
-    """PASCAL VOC colour map (bit-interleaved class id), (n, 3) uint8; class 0 is black."""
-    ids = np.arange(n, dtype=np.int64)
-    pal = np.zeros((n, 3), dtype=np.int64)
-    c = ids.copy()
-    for shift in range(7, -1, -1):  # 8 bit planes, vectorized over classes
-        for ch in range(3):
-            pal[:, ch] |= ((c >> ch) & 1) << shift
-        c >>= 3
-    return pal.astype(np.uint8)
-
-
-def get_palette(n: int = 256) -> Tuple[np.ndarray, str]:
-    """The project's palette for ``n`` classes: ``((n, 3) uint8, name)``.
-
-    Uses ``drive_segment_ros.visualization.palette(n)`` when that module is importable
-    (name ``"drive_segment"``), else the PASCAL VOC colour map (name ``"voc"``).
-    """
-    if n < 1:
-        raise DriveSegmentError(f"palette needs at least one class, got {n}")
-    try:
-        from drive_segment_ros import visualization  # noqa: WPS433 (optional sibling module)
-
-        pal = np.asarray(visualization.palette(n), dtype=np.uint8)
-        if pal.shape == (n, 3):
-            return pal, "drive_segment"
-        LOG.warning("visualization.palette(%d) returned shape %s; using the VOC palette", n, pal.shape)
-    except ImportError:
-        pass
-    return _voc_palette(n), "voc"
-
-
-def colorize_mask(class_ids: np.ndarray, palette: Optional[np.ndarray] = None) -> np.ndarray:
-    """Class ids ``(H, W)`` integer -> RGB ``(H, W, 3)`` uint8 by palette lookup.
-
-    Args:
-        class_ids: (H, W) non-negative integer ids (uint8 from :func:`postprocess`).
-        palette: (n, 3) uint8 colours; default :func:`get_palette` with 256 entries.
-
-    Raises:
-        DriveSegmentError: on a wrong shape or an id outside the palette.
-    """
-    ids = np.asarray(class_ids)
-    if ids.ndim != 2 or not np.issubdtype(ids.dtype, np.integer):
-        raise DriveSegmentError(f"class_ids must be an (H, W) integer map, got {ids.dtype} {ids.shape}")
-    pal = get_palette(256)[0] if palette is None else np.asarray(palette, dtype=np.uint8)
-    if pal.ndim != 2 or pal.shape[1] != 3:
-        raise DriveSegmentError(f"palette must be (n, 3) uint8, got shape {pal.shape}")
-    if ids.size and (int(ids.min()) < 0 or int(ids.max()) >= len(pal)):
-        raise DriveSegmentError(f"class ids span [{ids.min()}, {ids.max()}] but the palette has {len(pal)} colours")
-    return pal[ids]

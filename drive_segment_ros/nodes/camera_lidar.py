@@ -1,4 +1,6 @@
-"""What the camera + LiDAR nodes share: CameraInfo cache and the ``T_cam_lidar`` sources.
+"""What the camera + LiDAR nodes share: CameraInfo cache, the ``T_cam_lidar`` sources, and the
+image size check before decoding (``max_image_pixels``, CameraInfo size; JPEG / PNG sizes come
+from the header, :mod:`drive_segment_ros.ros.image_header`).
 
 ``T_cam_lidar`` (LiDAR frame -> camera optical frame, REP 103) comes from, in this order: the
 ``T_cam_lidar`` parameter (16 numbers, row-major), the ``calibration_yaml`` file
@@ -13,12 +15,19 @@ from typing import Any, Dict, Optional
 
 import numpy as np
 
+from drive_segment_ros.calibration import TransformTree, load_calibration_yaml
+from drive_segment_ros.nodes import transform_from_parameter
+from drive_segment_ros.ros.camera_info import camera_model_from_info
+from drive_segment_ros.ros.image_header import compressed_image_size
+from drive_segment_ros.ros.msgtypes import header_stamp_ns
+from drive_segment_ros.ros.qos import sensor_qos, tf_static_qos
 from drive_segment_ros.types import DriveSegmentError
 
 #: Parameters every camera + LiDAR node declares (``declare_parameters`` format).
 CAMERA_LIDAR_PARAMETERS: Dict[str, tuple] = {
     "T_cam_lidar": ([], "LiDAR -> camera optical transform, 16 numbers row-major; empty: calibration_yaml or /tf_static"),
     "calibration_yaml": ("", "calibration YAML (config/calibration_example.yaml format) used when T_cam_lidar is empty"),
+    "max_image_pixels": (16_777_216, "refuse images with more pixels (width x height), read from the header before decoding"),
     "use_tf_static": (True, "look T_cam_lidar up in /tf_static (needs tf2_msgs) when no parameter / YAML gives it"),
 }
 
@@ -30,32 +39,60 @@ class CameraLidarMixin:
     ``/tf_static`` when that is the transform source).
     """
 
-    def setup_camera_lidar(self, params: Dict[str, Any], types: Any, use_tf_static: bool = True) -> None:
+    def setup_camera_lidar(self, params: Dict[str, Any], types: Any, use_tf_static: bool = True, info_qos: Any = None) -> None:
         """Read the calibration parameters and create the CameraInfo (+ /tf_static) subscriptions.
+
+        ``info_qos``: QoS of ``~/camera_info`` (default SensorDataQoS, depth 10).
 
         Raises:
             DriveSegmentError: malformed ``T_cam_lidar`` or an unreadable calibration YAML.
         """
-        from drive_segment_ros.nodes import transform_from_parameter
-        from drive_segment_ros.ros.qos import sensor_qos, tf_static_qos
-
         self.T_param = transform_from_parameter(params["T_cam_lidar"])
         self.calibration = None
         if params["calibration_yaml"]:
-            from drive_segment_ros.calibration import load_calibration_yaml
-
             self.calibration = load_calibration_yaml(params["calibration_yaml"])
         self._infos: collections.deque = collections.deque(maxlen=10)
         self._tf_tree = None
-        self.sub_info = self.create_subscription(types.CameraInfo, "~/camera_info", self.on_camera_info, sensor_qos(10))
+        self.sub_tf = None
+        self.sub_info = self.create_subscription(types.CameraInfo, "~/camera_info", self.on_camera_info,
+                                                 info_qos if info_qos is not None else sensor_qos(10))
         if use_tf_static and params["use_tf_static"] and self.T_param is None and self.calibration is None:
             if types.TFMessage is not None:
-                from drive_segment_ros.calibration import TransformTree
-
                 self._tf_tree = TransformTree()
                 self.sub_tf = self.create_subscription(types.TFMessage, "/tf_static", self.on_tf_static, tf_static_qos())
             else:
                 self.get_logger().warning("tf2_msgs not importable: /tf_static unavailable; set T_cam_lidar or calibration_yaml")
+
+    def check_image_size(self, img: Any, info: Any = None) -> None:
+        """Refuse an image larger than ``max_image_pixels`` or than ``info``'s size, before decoding.
+
+        For a CompressedImage the size comes from the JPEG / PNG header
+        (:func:`drive_segment_ros.ros.image_header.compressed_image_size`); for a raw Image from
+        ``width`` / ``height``.
+
+        Raises:
+            DriveSegmentError: too large, or a compressed image whose header is unreadable.
+        """
+        if hasattr(img, "encoding"):
+            width, height, what = int(img.width), int(img.height), f"{img.encoding} image"
+        else:
+            width, height, fmt = compressed_image_size(img.data)
+            what = f"{fmt} image"
+        limit = int(self.params["max_image_pixels"])
+        if width * height > limit:
+            raise DriveSegmentError(f"{what} {width}x{height} refused before decoding: more than max_image_pixels={limit}")
+        if info is not None and int(info.width) > 0 and (width > int(info.width) or height > int(info.height)):
+            raise DriveSegmentError(f"{what} {width}x{height} does not match CameraInfo {info.width}x{info.height} (larger: refused before decoding)")
+
+    def teardown_camera_lidar(self) -> None:
+        """Destroy the CameraInfo / ``/tf_static`` subscriptions and forget the cached CameraInfos."""
+        for name in ("sub_info", "sub_tf"):
+            sub = getattr(self, name, None)
+            if sub is not None:
+                self.destroy_subscription(sub)
+                setattr(self, name, None)
+        if getattr(self, "_infos", None) is not None:
+            self._infos.clear()
 
     def on_tf_static(self, msg: Any) -> None:
         """Add every ``/tf_static`` transform to the node's :class:`TransformTree`."""
@@ -66,8 +103,6 @@ class CameraLidarMixin:
 
     def on_camera_info(self, msg: Any) -> None:
         """Cache a CameraInfo (the nearest in stamp to each image is used)."""
-        from drive_segment_ros.ros.msgtypes import header_stamp_ns
-
         self._infos.append((header_stamp_ns(msg), msg))
 
     def camera_info_for(self, stamp_ns: int) -> Optional[Any]:
@@ -97,8 +132,6 @@ class CameraLidarMixin:
         Raises:
             DriveSegmentError: invalid CameraInfo, size mismatch, or no transform source.
         """
-        from drive_segment_ros.calibration import camera_model_from_info
-
         camera = camera_model_from_info(info, topic=self.sub_info.topic_name, image_size=image_size)
         camera_frame = camera_frame or camera.frame_id
         entry = self.camera_calibration(camera_frame)

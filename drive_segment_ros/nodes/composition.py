@@ -16,9 +16,16 @@ from __future__ import annotations
 
 import argparse
 import logging
+import sys
+import time
 from pathlib import Path
 from typing import Any, List, Optional, Sequence
 
+from drive_segment_ros.nodes import run_nodes
+from drive_segment_ros.nodes.bag_player_node import BagPlayerNode
+from drive_segment_ros.nodes.proposal_node import ProposalNode
+from drive_segment_ros.nodes.pseudo_label_node import PseudoLabelNode
+from drive_segment_ros.nodes.segmentation_node import SegmentationNode
 from drive_segment_ros.types import DriveSegmentError
 
 LOG = logging.getLogger(__name__)
@@ -40,7 +47,7 @@ def default_params_file() -> str:
         DriveSegmentError: when neither exists.
     """
     try:
-        from ament_index_python.packages import get_package_share_directory
+        from ament_index_python.packages import get_package_share_directory  # optional heavy dependency
 
         path = Path(get_package_share_directory("drive_segment_ros")) / "config" / "segment.yaml"
         if path.is_file():
@@ -98,12 +105,7 @@ def build_stack(
     Raises:
         DriveSegmentError: from the nodes (bad parameters, missing model / bag).
     """
-    from rclpy.parameter import Parameter
-
-    from drive_segment_ros.nodes.bag_player_node import BagPlayerNode
-    from drive_segment_ros.nodes.proposal_node import ProposalNode
-    from drive_segment_ros.nodes.pseudo_label_node import PseudoLabelNode
-    from drive_segment_ros.nodes.segmentation_node import SegmentationNode
+    from rclpy.parameter import Parameter  # optional heavy dependency
 
     topics = {**DEFAULT_TOPICS, **(topics or {})}
     params_file = params_file or default_params_file()
@@ -137,8 +139,10 @@ def build_stack(
             nodes.append(PseudoLabelNode(labeler=labeler, context=context, parameter_overrides=over,
                                          cli_args=base + _remaps(topics, ["image", "camera_info", "points"])))
         if bag:
+            # wait for the topics the nodes of this stack consume (a bag may carry more cameras)
+            consumed = sorted({topics["points"]} | ({topics["image"], topics["camera_info"]} if len(nodes) > int(proposals) else set()))
             over = [Parameter("bag", value=str(bag)), Parameter("rate", value=float(rate)), Parameter("loop", value=bool(loop)),
-                    Parameter("wait_for_subscribers", value=1)]
+                    Parameter("wait_for_subscribers", value=1), Parameter("wait_topics", value=consumed)]
             nodes.append(BagPlayerNode(context=context, parameter_overrides=over, cli_args=base))
     except Exception:
         for node in nodes:
@@ -170,12 +174,8 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(args: Optional[list] = None) -> int:
     """Console script ``segment_stack``; ROS arguments (``--ros-args ...``) are passed to rclpy."""
-    import sys
-    import time
 
-    from rclpy.utilities import remove_ros_args
-
-    from drive_segment_ros.nodes import run_nodes
+    from rclpy.utilities import remove_ros_args  # optional heavy dependency
 
     argv = list(sys.argv if args is None else ["segment_stack", *args])
     opts = _parser().parse_args(remove_ros_args(argv)[1:])

@@ -1,7 +1,7 @@
 """``proposal_node``: LiDAR object proposals on a live PointCloud2 stream.
 
 Subscribes ``~/points`` (``sensor_msgs/PointCloud2``, SensorDataQoS) and, per scan, runs
-:func:`drive_segment_ros.proposals.segment_scan` (ground removal + segments, METHOD.md
+:func:`drive_segment_ros.proposals.segment_scan` (ground removal + segments, docs/METHOD.md
 stage 2; Bogoslavskyi & Stachniss range-image method or RANSAC + DBSCAN) and publishes
 
 * ``~/segments`` — PointCloud2 with fields ``x, y, z, intensity`` (float32, metres, the input
@@ -19,6 +19,7 @@ is logged as an error and the node keeps running.
 """
 from __future__ import annotations
 
+import colorsys
 import dataclasses
 import logging
 import time
@@ -26,15 +27,18 @@ from typing import Any, List, Optional
 
 import numpy as np
 
-from drive_segment_ros.nodes import NodeErrorMixin, dataclass_parameter_specs, declare_parameters, run_nodes
+from drive_segment_ros.nodes import dataclass_parameter_specs, run_nodes
+from drive_segment_ros.nodes.lifecycle import ManagedNode, destroy_subscriptions
+from drive_segment_ros.nodes.runtime import tune_malloc
+from drive_segment_ros.nodes.transport import qos_from_parameters, qos_parameter_specs
+from drive_segment_ros.proposals import ProposalConfig, segment_scan
+from drive_segment_ros.ros.msgtypes import header_stamp_ns, rclpy_types
+from drive_segment_ros.ros.pointcloud2 import array_to_pointcloud2, read_points_xyzi
+from drive_segment_ros.ros.qos import output_qos
 from drive_segment_ros.types import DriveSegmentError
+from drive_segment_ros.visualization import palette
 
 LOG = logging.getLogger(__name__)
-
-try:  # rclpy is optional at import time (docs, static tests)
-    from rclpy.node import Node
-except ImportError:  # pragma: no cover
-    Node = object  # type: ignore[misc,assignment]
 
 __all__ = ["ProposalNode", "segments_cloud_array", "segment_boxes", "segment_colors", "main"]
 
@@ -92,58 +96,75 @@ def segment_colors(ids: np.ndarray) -> np.ndarray:
     if ids.size == 0:
         return np.zeros((0, 3))
     try:
-        from drive_segment_ros.visualization import palette
-
         pal = np.asarray(palette(int(ids.max()) + 1), dtype=np.float64) / 255.0
         return pal[ids]
     except Exception:  # visualization not available: deterministic HSV wheel
-        import colorsys
 
         hues = (ids * 0.618033988749895) % 1.0
         return np.array([colorsys.hsv_to_rgb(h, 0.8, 0.95) for h in hues])
 
 
 def _proposal_config_cls():
-    from drive_segment_ros.proposals import ProposalConfig
-
     return ProposalConfig
 
 
-class ProposalNode(NodeErrorMixin, Node):
+class ProposalNode(ManagedNode):
     """PointCloud2 -> segments cloud + box markers (see module doc for topics / parameters).
 
+    Managed (lifecycle) node: parameters / ``proposals_config`` are read and publishers created
+    in ``on_configure``, ``~/points`` is subscribed in ``on_activate`` (``autostart`` does both).
+
     Attributes (for tests / diagnostics): ``config`` (ProposalConfig), ``n_processed``,
-    ``n_errors``, ``last_error``, ``last_timing_ms``.
+    ``n_errors``, ``last_error``, ``last_timing_ms``, ``diagnostics``.
     """
 
     def __init__(self, node_name: str = "proposal_node", **kwargs: Any) -> None:
-        super().__init__(node_name, **kwargs)
-        from drive_segment_ros.proposals import tune_malloc
-        from drive_segment_ros.ros.msgtypes import rclpy_types
-
-        # A long-running node segments a scan every 50-100 ms: keep large buffers mapped instead
-        # of paying page faults for fresh arrays on every scan (see bench/bench_proposals.py).
-        tune_malloc()
-        from drive_segment_ros.ros.qos import output_qos, sensor_qos
-
-        self.types = rclpy_types()
-        cls = _proposal_config_cls()
+        self.n_processed = 0
+        self.last_timing_ms = 0.0
+        self.sub = None
+        self.pub_segments = self.pub_markers = None
+        self._field_specs = dataclass_parameter_specs(_proposal_config_cls(), "proposals")
         specs = {
             "proposals_config": ("", "YAML file with ProposalConfig values (config/proposals.yaml); explicit proposals.* parameters override it"),
             "publish_markers": (True, "publish ~/markers (MarkerArray of axis-aligned segment boxes)"),
             "marker_alpha": (0.4, "opacity of the segment boxes in [0, 1]"),
+            **qos_parameter_specs("points", "best_effort", "volatile", 1),
         }
-        field_specs = dataclass_parameter_specs(cls, "proposals")
-        values = declare_parameters(self, {**specs, **field_specs})
-        self.config = self._build_config(cls, values, field_specs)
+        super().__init__(node_name, {**specs, **self._field_specs}, task="proposals", **kwargs)
+
+    def configure(self) -> None:
+        """Build the ProposalConfig, create the publishers."""
+
+        # A long-running node segments a scan every 50-100 ms: keep large buffers mapped instead
+        # of paying page faults for fresh arrays on every scan (see bench/bench_proposals.py).
+        tune_malloc()
+        self.types = rclpy_types()
+        values = self.params
+        self.config = self._build_config(_proposal_config_cls(), values, self._field_specs)
         self.publish_markers = bool(values["publish_markers"])
         self.marker_alpha = float(values["marker_alpha"])
-        self.n_processed = 0
-        self.last_timing_ms = 0.0
+        self.points_qos = qos_from_parameters(values, "points")
+        self.diagnostics.set_model(f"proposals {getattr(self.config, 'backend', '')}".strip())
         self.pub_segments = self.create_publisher(self.types.PointCloud2, "~/segments", output_qos())
         self.pub_markers = self.create_publisher(self.types.MarkerArray, "~/markers", output_qos())
-        self.sub = self.create_subscription(self.types.PointCloud2, "~/points", self.on_points, sensor_qos())
-        self.get_logger().info(f"proposal_node ready: {self.sub.topic_name} -> {self.pub_segments.topic_name}")
+
+    def activate(self) -> None:
+        """Subscribe ``~/points``."""
+        self.sub = self.create_subscription(self.types.PointCloud2, "~/points", self.on_points, self.points_qos)
+        self.get_logger().info(f"proposal_node active: {self.sub.topic_name} -> {self.pub_segments.topic_name}")
+
+    def deactivate(self) -> None:
+        """Stop the ``~/points`` subscription."""
+        destroy_subscriptions(self, [self.sub] if self.sub is not None else [])
+        self.sub = None
+
+    def cleanup(self) -> None:
+        """Destroy publishers and subscription."""
+        self.deactivate()
+        for pub in (self.pub_segments, self.pub_markers):
+            if pub is not None:
+                self.destroy_publisher(pub)
+        self.pub_segments = self.pub_markers = None
 
     def _build_config(self, cls, values, field_specs):
         base = None
@@ -167,12 +188,17 @@ class ProposalNode(NodeErrorMixin, Node):
 
     def on_points(self, msg: Any) -> None:
         """Callback: segment one scan and publish; errors are logged, the node keeps running."""
+        self.diagnostics.input()
         try:
             self.process(msg)
         except DriveSegmentError as exc:
+            self.diagnostics.dropped()
             self.report_error(f"dropped cloud ({msg.header.frame_id!r}): {exc}")
         except Exception as exc:  # keep the node alive on unexpected failures, but say so
+            self.diagnostics.dropped()
             self.report_error(f"dropped cloud ({msg.header.frame_id!r}): {type(exc).__name__}: {exc}")
+        else:
+            self.diagnostics.output(self.last_timing_ms)
 
     def process(self, msg: Any):
         """Segment ``msg`` and publish ``~/segments`` and ``~/markers``; returns the structured array.
@@ -180,10 +206,6 @@ class ProposalNode(NodeErrorMixin, Node):
         Raises:
             DriveSegmentError: empty cloud or no x/y/z fields.
         """
-        from drive_segment_ros.proposals import segment_scan
-        from drive_segment_ros.ros.msgtypes import header_stamp_ns
-        from drive_segment_ros.ros.pointcloud2 import array_to_pointcloud2, read_points_xyzi
-
         t0 = time.perf_counter()
         points, rings = read_points_xyzi(msg)
         if points.shape[0] == 0:

@@ -4,9 +4,9 @@ Subscribes ``~/image`` (Image, or CompressedImage with ``image_transport: compre
 ``~/points`` (PointCloud2), approximately synchronised (``slop_s``,
 :mod:`drive_segment_ros.ros.sync`), plus ``~/camera_info`` (cached, nearest stamp). Each pair
 becomes a :class:`~drive_segment_ros.types.DriveFrame` and is labelled with the fitted
-:class:`drive_segment_training.pseudo_labels.PseudoLabeler` loaded from ``labeler_dir`` (the
+:class:`drive_segment_ros.pseudo_labeling.PseudoLabeler` loaded from ``labeler_dir`` (the
 output directory of the offline ``drive-segment pseudo-label`` run: ``centroids.npy`` +
-``pseudo_label_config.yaml``; METHOD.md stage 4). The node writes the offline layout to
+``pseudo_label_config.yaml``; docs/METHOD.md stage 4). The node writes the offline layout to
 ``out_dir`` so training reads both alike::
 
     out_dir/index.json            same keys as the offline run; frames[] gain one entry per frame
@@ -28,21 +28,24 @@ import json
 import logging
 import os
 import shutil
+import time
 from pathlib import Path
 from typing import Any, Dict, Optional
 
 import numpy as np
 
+from drive_segment_ros.nodes import run_nodes
 from drive_segment_ros.nodes.camera_lidar import CAMERA_LIDAR_PARAMETERS, CameraLidarMixin
-from drive_segment_ros.nodes import NodeErrorMixin, declare_parameters, run_nodes
-from drive_segment_ros.types import DriveSegmentError
+from drive_segment_ros.nodes.lifecycle import ManagedNode, destroy_subscriptions
+from drive_segment_ros.nodes.transport import qos_from_parameters, qos_parameter_specs
+from drive_segment_ros.pseudo_label_store import safe_name, write_npy, write_png
+from drive_segment_ros.ros.image import any_image_to_rgb
+from drive_segment_ros.ros.msgtypes import header_stamp_ns, rclpy_types
+from drive_segment_ros.ros.pointcloud2 import read_points_xyzi
+from drive_segment_ros.ros.sync import make_synchronizer
+from drive_segment_ros.types import DriveFrame, DriveSegmentError, IGNORE_INDEX
 
 LOG = logging.getLogger(__name__)
-
-try:
-    from rclpy.node import Node
-except ImportError:  # pragma: no cover
-    Node = object  # type: ignore[misc,assignment]
 
 __all__ = ["PseudoLabelNode", "PARAMETERS", "main"]
 
@@ -55,11 +58,14 @@ PARAMETERS: Dict[str, tuple] = {
     "queue_size": (10, "messages kept per input by the synchroniser"),
     "previews": (True, "write previews/<name>.png colour overlays"),
     "max_frames": (0, "stop labelling after this many frames; 0 = no limit"),
+    **qos_parameter_specs("image", "best_effort", "volatile", 10),
+    **qos_parameter_specs("camera_info", "best_effort", "volatile", 10),
+    **qos_parameter_specs("points", "best_effort", "volatile", 10),
     **CAMERA_LIDAR_PARAMETERS,
 }
 
 
-class PseudoLabelNode(CameraLidarMixin, NodeErrorMixin, Node):
+class PseudoLabelNode(CameraLidarMixin, ManagedNode):
     """Synchronised image + cloud (+ CameraInfo) -> partial pseudo-labels on disk.
 
     Args:
@@ -74,24 +80,30 @@ class PseudoLabelNode(CameraLidarMixin, NodeErrorMixin, Node):
     """
 
     def __init__(self, node_name: str = "pseudo_label_node", labeler: Any = None, **kwargs: Any) -> None:
-        super().__init__(node_name, **kwargs)
-        from drive_segment_ros.ros.msgtypes import rclpy_types
-        from drive_segment_ros.ros.qos import sensor_qos
-        from drive_segment_ros.ros.sync import make_synchronizer
+        self._given_labeler = labeler
+        self.labeler = None
+        self.n_frames = 0
+        self.subs: list = []
+        self.sync = None
+        super().__init__(node_name, PARAMETERS, task="pseudo-labels", **kwargs)
 
+    def configure(self) -> None:
+        """Load the labeler, create ``out_dir`` and the index, subscribe CameraInfo."""
         self.types = T = rclpy_types()
-        p = declare_parameters(self, PARAMETERS)
-        self.params = p
+        p = self.params
         if p["image_transport"] not in ("raw", "compressed"):
             raise DriveSegmentError(f"image_transport must be raw or compressed, got {p['image_transport']!r}")
+        self.qos = {name: qos_from_parameters(p, name) for name in ("image", "camera_info", "points")}
         labeler_dir = Path(p["labeler_dir"]) if p["labeler_dir"] else None
+        labeler = self._given_labeler
         if labeler is None:
             if labeler_dir is None:
                 raise DriveSegmentError("pseudo_label_node: parameter labeler_dir is empty (run drive-segment pseudo-label first)")
-            from drive_segment_training.pseudo_labels import PseudoLabeler
+            from drive_segment_ros.pseudo_labeling import PseudoLabeler  # deferred: imports torch (signal handlers first)
 
             labeler = PseudoLabeler.from_dir(labeler_dir)
         self.labeler = labeler
+        self.diagnostics.set_model(f"pseudo-labeler k={getattr(labeler, 'k', '?')}")
         self.out_dir = Path(p["out_dir"])
         try:
             for sub in ("images", "labels", "segments", "previews"):
@@ -99,22 +111,34 @@ class PseudoLabelNode(CameraLidarMixin, NodeErrorMixin, Node):
         except OSError as exc:
             raise DriveSegmentError(f"cannot create out_dir {self.out_dir}: {exc}") from exc
         self.index = self._initial_index(labeler_dir)
-        self.n_frames = 0
+        self.setup_camera_lidar(p, T, info_qos=self.qos["camera_info"])
+
+    def activate(self) -> None:
+        """Subscribe ``~/image`` + ``~/points`` (synchronised)."""
+        T, p = self.types, self.params
         image_type = T.CompressedImage if p["image_transport"] == "compressed" else T.Image
-        self.setup_camera_lidar(p, T)
         self.sync, self.subs = make_synchronizer(
             self,
-            [(image_type, "~/image", sensor_qos(10)), (T.PointCloud2, "~/points", sensor_qos(10))],
+            [(image_type, "~/image", self.qos["image"]), (T.PointCloud2, "~/points", self.qos["points"])],
             self.on_pair,
             queue_size=int(p["queue_size"]),
             slop_s=float(p["slop_s"]),
         )
-        self.get_logger().info(f"pseudo_label_node ready: k={getattr(labeler, 'k', '?')}, writing {self.out_dir}")
+        self.get_logger().info(f"pseudo_label_node active: k={getattr(self.labeler, 'k', '?')}, writing {self.out_dir}")
+
+    def deactivate(self) -> None:
+        """Stop the image / cloud subscriptions."""
+        destroy_subscriptions(self, self.subs)
+        self.subs, self.sync = [], None
+
+    def cleanup(self) -> None:
+        """Drop the labeler and the calibration subscriptions."""
+        self.deactivate()
+        self.teardown_camera_lidar()
+        self.labeler = None
 
     # -- index ----------------------------------------------------------------------------
     def _initial_index(self, labeler_dir: Optional[Path]) -> dict:
-        from drive_segment_training.pseudo_labels import IGNORE_INDEX
-
         base: Dict[str, Any] = {}
         if labeler_dir is not None:
             for name in ("centroids.npy", "pseudo_label_config.yaml"):
@@ -150,25 +174,27 @@ class PseudoLabelNode(CameraLidarMixin, NodeErrorMixin, Node):
         limit = int(self.params["max_frames"])
         if limit > 0 and self.n_frames >= limit:
             return
+        self.diagnostics.input()
+        t0 = time.perf_counter()
         try:
             self.label(img, cloud)
         except DriveSegmentError as exc:
+            self.diagnostics.dropped()
             self.report_error(f"dropped frame ({img.header.frame_id!r}): {exc}")
         except Exception as exc:
+            self.diagnostics.dropped()
             self.report_error(f"dropped frame ({img.header.frame_id!r}): {type(exc).__name__}: {exc}")
+        else:
+            self.diagnostics.output((time.perf_counter() - t0) * 1e3)
 
     def make_frame(self, img: Any, cloud: Any):
         """Build the :class:`DriveFrame` of one synchronised pair (raises DriveSegmentError)."""
-        from drive_segment_ros.ros.image import any_image_to_rgb
-        from drive_segment_ros.ros.msgtypes import header_stamp_ns
-        from drive_segment_ros.ros.pointcloud2 import read_points_xyzi
-        from drive_segment_ros.types import DriveFrame
-
         stamp = header_stamp_ns(img)
-        rgb = any_image_to_rgb(img)
         info = self.camera_info_for(stamp)
         if info is None:
             raise DriveSegmentError(f"no CameraInfo received on {self.sub_info.topic_name}")
+        self.check_image_size(img, info)  # before decoding: a small PNG can expand to gigabytes
+        rgb = any_image_to_rgb(img)
         camera, T = self.camera_and_extrinsics(info, img.header.frame_id, cloud.header.frame_id, (rgb.shape[1], rgb.shape[0]))
         points, rings = read_points_xyzi(cloud)
         if points.shape[0] == 0:
@@ -183,7 +209,7 @@ class PseudoLabelNode(CameraLidarMixin, NodeErrorMixin, Node):
 
     def label(self, img: Any, cloud: Any) -> dict:
         """Label one pair, write its files, append to and rewrite ``index.json``; returns the frame record."""
-        from drive_segment_training.pseudo_labels import IGNORE_INDEX, preview_image, safe_name, write_png
+        from drive_segment_ros.pseudo_labeling import preview_image  # deferred: imports torch
 
         frame = self.make_frame(img, cloud)
         label, segments = self.labeler.label_frame(frame)
@@ -195,7 +221,7 @@ class PseudoLabelNode(CameraLidarMixin, NodeErrorMixin, Node):
         }
         write_png(self.out_dir / rec["image"], frame.image)
         write_png(self.out_dir / rec["label"], label)
-        np.save(self.out_dir / rec["segments"], np.asarray(segments, dtype=np.int32))
+        write_npy(self.out_dir / rec["segments"], np.asarray(segments, dtype=np.int32))
         if self.params["previews"]:
             write_png(self.out_dir / "previews" / f"{name}.png", preview_image(frame.image, label, self.labeler.k))
         labelled = label != IGNORE_INDEX

@@ -1,6 +1,6 @@
 """``segmentation_node``: camera images -> semantic class-id masks (+ semantic LiDAR points).
 
-The deployed student / teacher of Drive&Segment (METHOD.md stages 5-6) behind
+The deployed student / teacher of Drive&Segment (docs/METHOD.md stages 5-6) behind
 :class:`~drive_segment_ros.inference.backends.SegmentationModel` (torch, ONNX Runtime or
 TensorRT, chosen by parameter). Topic layout follows the Isaac ROS image-segmentation
 convention (``raw_segmentation_mask`` mono8 + ``colored_segmentation_mask`` rgb8, QoS depth 1).
@@ -8,8 +8,12 @@ convention (``raw_segmentation_mask`` mono8 + ``colored_segmentation_mask`` rgb8
 Subscriptions (all remappable):
 
 * ``~/image`` — ``sensor_msgs/Image`` (rgb8, bgr8, mono8, ...) or, with
-  ``image_transport: compressed``, ``sensor_msgs/CompressedImage`` (JPEG/PNG); SensorDataQoS
-  with depth 1, so a slow model only ever sees the newest frame.
+  ``image_transport: compressed``, ``sensor_msgs/CompressedImage`` (JPEG/PNG). QoS from
+  ``qos.image.{reliability,durability,depth}`` (default best effort, volatile, KEEP_LAST 1:
+  receives from SensorDataQoS drivers and reliable bag players, and a slow model only ever
+  sees the newest frame; :mod:`drive_segment_ros.nodes.transport`). Compressed images are
+  sized from their JPEG/PNG header first and refused, undecoded, when larger than the
+  CameraInfo size or ``max_image_pixels``.
 * ``~/camera_info`` — ``sensor_msgs/CameraInfo``; cached (last 10), the one nearest in stamp
   to each image is used. Required for ``~/semantic_points`` and (``require_camera_info``) to
   check the image size; a missing / mismatching CameraInfo drops the frame with an error.
@@ -30,8 +34,15 @@ Publications (reliable, depth 5):
 
 Stale frames are dropped, not queued: messages older than the last processed one, and,
 when ``max_age_s > 0``, messages older than ``max_age_s`` w.r.t. the node clock (use
-``use_sim_time`` with replayed bags). Every bad input is logged as an error and the node
-keeps running.
+``use_sim_time`` with replayed bags). When the stamps jump back by more than
+``time_jump_reset_s`` (a bag restarted, ``bag_player loop`` without stamp offsets) the
+stale-frame state is reset, as tf2 buffers reset on a backwards time jump. Every bad input is
+logged as one error line and the node keeps running; a bad point cloud only skips
+``~/semantic_points`` (the mask is still published, and the log says so).
+
+Managed (lifecycle) node (:class:`~drive_segment_ros.nodes.lifecycle.ManagedNode`): the model
+loads in ``on_configure``, the image / cloud subscriptions start in ``on_activate``;
+``autostart`` (default true) does both at start-up. Health on ``/diagnostics`` (1 Hz).
 """
 from __future__ import annotations
 
@@ -41,16 +52,20 @@ from typing import Any, Dict, Optional
 
 import numpy as np
 
+from drive_segment_ros.nodes import run_nodes
 from drive_segment_ros.nodes.camera_lidar import CAMERA_LIDAR_PARAMETERS, CameraLidarMixin
-from drive_segment_ros.nodes import NodeErrorMixin, declare_parameters, run_nodes
+from drive_segment_ros.nodes.lifecycle import ManagedNode, destroy_subscriptions
+from drive_segment_ros.nodes.transport import qos_from_parameters, qos_parameter_specs
+from drive_segment_ros.projection import labels_to_points
+from drive_segment_ros.ros.image import any_image_to_rgb, mono8_to_image_msg, rgb_to_image_msg
+from drive_segment_ros.ros.msgtypes import header_stamp_ns, rclpy_types
+from drive_segment_ros.ros.pointcloud2 import array_to_pointcloud2, read_points_xyzi
+from drive_segment_ros.ros.qos import output_qos
+from drive_segment_ros.ros.sync import make_synchronizer
 from drive_segment_ros.types import DriveSegmentError
+from drive_segment_ros.visualization import overlay
 
 LOG = logging.getLogger(__name__)
-
-try:
-    from rclpy.node import Node
-except ImportError:  # pragma: no cover
-    Node = object  # type: ignore[misc,assignment]
 
 __all__ = ["SegmentationNode", "PARAMETERS", "semantic_cloud_array", "main"]
 
@@ -67,6 +82,10 @@ PARAMETERS: Dict[str, tuple] = {
     "max_age_s": (0.0, "drop frames older than this w.r.t. the node clock (s); 0 disables"),
     "color_mode": ("overlay", "~/mask_color content: overlay (palette blended over the image) or color (palette only)"),
     "overlay_alpha": (0.5, "weight of the palette colour in the overlay, in [0, 1]"),
+    "time_jump_reset_s": (1.0, "a stamp this far (s) behind the last processed one resets the stale-frame state (bag restart)"),
+    **qos_parameter_specs("image", "best_effort", "volatile", 1),
+    **qos_parameter_specs("camera_info", "best_effort", "volatile", 5),
+    **qos_parameter_specs("points", "best_effort", "volatile", 2),
     **CAMERA_LIDAR_PARAMETERS,
 }
 
@@ -89,88 +108,135 @@ def semantic_cloud_array(points: np.ndarray, class_ids: np.ndarray) -> np.ndarra
     return out
 
 
-class SegmentationNode(CameraLidarMixin, NodeErrorMixin, Node):
+class SegmentationNode(CameraLidarMixin, ManagedNode):
     """Image (+ CameraInfo, PointCloud2) -> mask, colour mask, semantic points.
 
     Args:
         node_name: ROS node name.
         model: optional already-loaded ``SegmentationModel`` (composition, tests, benchmarks);
-            otherwise ``model_path`` / ``backend`` / ``device`` parameters are used.
+            otherwise ``model_path`` / ``backend`` / ``device`` parameters are used (in ``on_configure``).
         **kwargs: ``rclpy.node.Node`` keyword arguments (``context``, ``parameter_overrides``,
             ``cli_args`` ...).
 
     Raises:
-        DriveSegmentError: no model (empty ``model_path``), bad parameter values.
+        DriveSegmentError: with ``autostart``: no model (empty ``model_path``), a model that does
+        not load, bad parameter values.
 
     Attributes: ``model``, ``n_processed``, ``n_stale``, ``n_errors``, ``last_error``,
-    ``last_timing`` (dict of ms: ``decode``, ``model``, ``publish``, ``total``).
+    ``last_timing`` (dict of ms: ``decode``, ``model``, ``publish``, ``total``), ``diagnostics``.
     """
 
     def __init__(self, node_name: str = "segmentation_node", model: Any = None, **kwargs: Any) -> None:
-        super().__init__(node_name, **kwargs)
-        from drive_segment_ros.ros.msgtypes import rclpy_types
-        from drive_segment_ros.ros.qos import latest_only_qos, output_qos, sensor_qos
+        self._given_model = model
+        self.model = None
+        self.n_processed = 0
+        self.n_stale = 0
+        self.last_timing: Dict[str, float] = {}
+        self._last_stamp = -1
+        self.subs: list = []
+        self.sync = None
+        self.pub_mask = self.pub_color = self.pub_points = None
+        super().__init__(node_name, PARAMETERS, task="segmentation", **kwargs)
 
+    # -- lifecycle ------------------------------------------------------------------------
+    def configure(self) -> None:
+        """Check parameters, load the model, create publishers and the CameraInfo subscription."""
         self.types = T = rclpy_types()
-        p = declare_parameters(self, PARAMETERS)
-        self.params = p
+        p = self.params
         if p["image_transport"] not in ("raw", "compressed"):
             raise DriveSegmentError(f"image_transport must be raw or compressed, got {p['image_transport']!r}")
         if p["color_mode"] not in ("overlay", "color"):
             raise DriveSegmentError(f"color_mode must be overlay or color, got {p['color_mode']!r}")
         if not 0.0 <= float(p["overlay_alpha"]) <= 1.0:
             raise DriveSegmentError(f"overlay_alpha must be in [0, 1], got {p['overlay_alpha']}")
+        if int(p["max_image_pixels"]) <= 0:
+            raise DriveSegmentError(f"max_image_pixels must be > 0, got {p['max_image_pixels']}")
+        self.qos = {name: qos_from_parameters(p, name) for name in ("image", "camera_info", "points")}
+        model = self._given_model
         if model is None:
             if not p["model_path"]:
                 raise DriveSegmentError("segmentation_node: parameter model_path is empty (set it in config/segment.yaml or the launch argument model)")
-            from drive_segment_ros.inference.backends import load_model
+            from drive_segment_ros.inference.backends import load_model  # deferred: imports torch (signal handlers first)
 
+            self.get_logger().info(f"loading model {p['model_path']} (backend {p['backend']}, device {p['device']})")
             model = load_model(p["model_path"], backend=p["backend"], device=p["device"])
         self.model = model
-        self.n_processed = 0
-        self.n_stale = 0
-        self.last_timing: Dict[str, float] = {}
-        self._last_stamp = -1
-
+        self.diagnostics.set_model(repr(model))
         self.pub_mask = self.create_publisher(T.Image, "~/mask", output_qos())
         self.pub_color = self.create_publisher(T.Image, "~/mask_color", output_qos())
         self.pub_points = self.create_publisher(T.PointCloud2, "~/semantic_points", output_qos()) if p["use_lidar"] else None
-        image_type = T.CompressedImage if p["image_transport"] == "compressed" else T.Image
-        self.setup_camera_lidar(p, T, use_tf_static=p["use_lidar"])
-        if p["use_lidar"]:
-            from drive_segment_ros.ros.sync import make_synchronizer
+        self.setup_camera_lidar(p, T, use_tf_static=p["use_lidar"], info_qos=self.qos["camera_info"])
 
+    def activate(self) -> None:
+        """Subscribe ``~/image`` (and ``~/points``, synchronised)."""
+        T, p = self.types, self.params
+        image_type = T.CompressedImage if p["image_transport"] == "compressed" else T.Image
+        if p["use_lidar"]:
             self.sync, self.subs = make_synchronizer(
                 self,
-                [(image_type, "~/image", latest_only_qos()), (T.PointCloud2, "~/points", sensor_qos(2))],
+                [(image_type, "~/image", self.qos["image"]), (T.PointCloud2, "~/points", self.qos["points"])],
                 self.on_image_points,
                 queue_size=int(p["queue_size"]),
                 slop_s=float(p["slop_s"]),
             )
         else:
             self.sync = None
-            self.subs = [self.create_subscription(image_type, "~/image", self.on_image, latest_only_qos())]
-        self.get_logger().info(f"segmentation_node ready: {model!r}, image {self.subs[0].topic_name if hasattr(self.subs[0], 'topic_name') else '~/image'}")
+            self.subs = [self.create_subscription(image_type, "~/image", self.on_image, self.qos["image"])]
+        topic = self.subs[0].topic_name if hasattr(self.subs[0], "topic_name") else "~/image"
+        self.get_logger().info(f"segmentation_node active: {self.model!r}, image {topic}")
+
+    def deactivate(self) -> None:
+        """Stop the image / cloud subscriptions (the model stays loaded)."""
+        destroy_subscriptions(self, self.subs)
+        self.subs, self.sync = [], None
+
+    def cleanup(self) -> None:
+        """Drop the model, publishers and calibration subscriptions."""
+        self.deactivate()
+        for pub in (self.pub_mask, self.pub_color, self.pub_points):
+            if pub is not None:
+                self.destroy_publisher(pub)
+        self.pub_mask = self.pub_color = self.pub_points = None
+        self.teardown_camera_lidar()
+        self.model = None
+        self._last_stamp = -1
 
     # -- callbacks ------------------------------------------------------------------------
     def on_image(self, img: Any) -> None:
         """Image-only callback (``use_lidar: false``)."""
+        self.diagnostics.input()
         self._guarded(img, None)
 
     def on_image_points(self, img: Any, cloud: Any) -> None:
         """Synchronised image + cloud callback (``use_lidar: true``)."""
+        self.diagnostics.input()
         self._guarded(img, cloud)
 
     def _guarded(self, img: Any, cloud: Any) -> None:
         try:
-            self.process(img, cloud)
+            result = self.process(img, cloud)
         except DriveSegmentError as exc:
+            self.diagnostics.dropped()
             self.report_error(f"dropped image ({img.header.frame_id!r}): {exc}")
         except Exception as exc:
+            self.diagnostics.dropped()
             self.report_error(f"dropped image ({img.header.frame_id!r}): {type(exc).__name__}: {exc}")
+        else:
+            if result is None:
+                self.diagnostics.dropped()
+            else:
+                self.diagnostics.output(self.last_timing.get("total"))
 
     def is_stale(self, stamp_ns: int) -> bool:
-        """True for frames older than the last processed one or than ``max_age_s`` (node clock)."""
+        """True for frames older than the last processed one or than ``max_age_s`` (node clock).
+
+        A stamp more than ``time_jump_reset_s`` behind the last processed one resets that state
+        first (time jumped back: bag restarted), so the frame is processed.
+        """
+        jump = float(self.params["time_jump_reset_s"])
+        if self._last_stamp >= 0 and jump > 0 and stamp_ns < self._last_stamp - jump * 1e9:
+            self.get_logger().info(f"time jumped back by {(self._last_stamp - stamp_ns) / 1e9:.3f} s: stale-frame state reset")
+            self._last_stamp = -1
         if stamp_ns <= self._last_stamp:
             return True
         max_age = float(self.params["max_age_s"])
@@ -187,21 +253,18 @@ class SegmentationNode(CameraLidarMixin, NodeErrorMixin, Node):
             DriveSegmentError: undecodable image, missing / mismatching CameraInfo, no extrinsics,
             empty cloud.
         """
-        from drive_segment_ros.ros.image import any_image_to_rgb, mono8_to_image_msg, rgb_to_image_msg
-        from drive_segment_ros.ros.msgtypes import header_stamp_ns
-        from drive_segment_ros.visualization import overlay
-
         t0 = time.perf_counter()
         stamp = header_stamp_ns(img)
         if self.is_stale(stamp):
             self.n_stale += 1
             self.get_logger().debug(f"dropping stale image stamped {stamp}")
             return None
-        rgb = any_image_to_rgb(img)
         info = self.camera_info_for(stamp)
         need_info = bool(self.params["require_camera_info"]) or cloud is not None
         if info is None and need_info:
             raise DriveSegmentError(f"no CameraInfo received on {self.sub_info.topic_name}")
+        self.check_image_size(img, info)  # before decoding: a small PNG can expand to gigabytes
+        rgb = any_image_to_rgb(img)
         if info is not None and (int(info.width), int(info.height)) != (rgb.shape[1], rgb.shape[0]):
             raise DriveSegmentError(
                 f"image {rgb.shape[1]}x{rgb.shape[0]} does not match CameraInfo {info.width}x{info.height}"
@@ -223,7 +286,11 @@ class SegmentationNode(CameraLidarMixin, NodeErrorMixin, Node):
             color_msg.header = header
             self.pub_color.publish(color_msg)
         if cloud is not None:
-            self.publish_semantic_points(class_ids, cloud, info, header.frame_id)
+            try:
+                self.publish_semantic_points(class_ids, cloud, info, header.frame_id)
+            except Exception as exc:  # the mask is out already: say exactly what was skipped
+                what = str(exc) if isinstance(exc, DriveSegmentError) else f"{type(exc).__name__}: {exc}"
+                self.report_error(f"semantic points skipped (bad PointCloud2 {cloud.header.frame_id!r}: {what}); mask published")
         self._last_stamp = stamp
         self.n_processed += 1
         t3 = time.perf_counter()
@@ -235,10 +302,6 @@ class SegmentationNode(CameraLidarMixin, NodeErrorMixin, Node):
 
         Returns the (N,) int32 class id per point (-1 = not visible). Raises DriveSegmentError.
         """
-        from drive_segment_ros.projection import labels_to_points
-        from drive_segment_ros.ros.msgtypes import header_stamp_ns
-        from drive_segment_ros.ros.pointcloud2 import array_to_pointcloud2, read_points_xyzi
-
         points, _ = read_points_xyzi(cloud)
         if points.shape[0] == 0:
             raise DriveSegmentError("empty PointCloud2 (0 finite points)")

@@ -21,20 +21,17 @@ from typing import Optional
 
 import numpy as np
 
+from drive_segment_ros.proposals.clustering import segment_dbscan
 from drive_segment_ros.proposals.config import BACKENDS, ProposalConfig
 from drive_segment_ros.proposals.ground import ground_cell_ids
-from drive_segment_ros.types import DriveSegmentError
+from drive_segment_ros.proposals.range_image import segment_range_image
+from drive_segment_ros.types import GROUND, UNASSIGNED, DriveSegmentError
 
 LOG = logging.getLogger(__name__)
 
-#: Label of ground points.
-GROUND = -1
-#: Label of points in no segment (non-finite, out of range, too small / too large segment, noise).
-UNASSIGNED = -2
-
 __all__ = [
     "GROUND", "UNASSIGNED", "BACKENDS", "ProposalConfig", "Proposals", "segment_scan", "ground_cell_ids",
-    "relabel_segments", "tune_malloc",
+    "relabel_segments",
 ]
 
 
@@ -123,10 +120,7 @@ def segment_scan(points: np.ndarray, config: Optional[ProposalConfig] = None, ri
     if n == 0:
         labels, sizes, n_ground = np.zeros(0, dtype=np.int32), np.zeros(0, dtype=np.int64), 0
     else:
-        if config.backend == "range_image":
-            from drive_segment_ros.proposals.range_image import segment_range_image as backend
-        else:
-            from drive_segment_ros.proposals.clustering import segment_dbscan as backend
+        backend = segment_range_image if config.backend == "range_image" else segment_dbscan
         labels, sizes, n_ground = _relabel(backend(pts, config, rings), config.min_segment_size, config.max_segment_size)
     time_ms = (time.perf_counter() - t0) * 1000.0
     n_segments = int(sizes.size)
@@ -142,11 +136,3 @@ def segment_scan(points: np.ndarray, config: Optional[ProposalConfig] = None, ri
     }
     LOG.debug("segment_scan[%s]: %d points, %d ground, %d segments, %.1f ms", config.backend, n, n_ground, n_segments, time_ms)
     return Proposals(labels=labels, n_segments=n_segments, stats=stats)
-
-
-def tune_malloc(mmap_threshold_mb: int = 64, trim_threshold_mb: int = 256) -> bool:
-    """Opt-in allocator tuning for long-running processes (lazy wrapper of
-    :func:`drive_segment_ros.proposals.range_image.tune_malloc`; keeps scipy out of ``--help``)."""
-    from drive_segment_ros.proposals.range_image import tune_malloc as _tune
-
-    return _tune(mmap_threshold_mb, trim_threshold_mb)

@@ -16,11 +16,9 @@ from typing import Optional
 import numpy as np
 
 from drive_segment_ros.proposals.config import ProposalConfig
+from drive_segment_ros.types import GROUND, UNASSIGNED
 
 LOG = logging.getLogger(__name__)
-
-GROUND = -1
-UNASSIGNED = -2
 
 
 def ransac_ground(xyz: np.ndarray, config: ProposalConfig) -> np.ndarray:
@@ -33,7 +31,7 @@ def ransac_ground(xyz: np.ndarray, config: ProposalConfig) -> np.ndarray:
     Returns:
         (M,) bool, True for ground. All False when M < 3 or the plane is too tilted.
     """
-    import open3d as o3d
+    import open3d as o3d  # optional heavy dependency (train extra)
 
     m = xyz.shape[0]
     ground = np.zeros(m, dtype=bool)
@@ -64,7 +62,7 @@ def dbscan_clusters(xyz: np.ndarray, config: ProposalConfig) -> np.ndarray:
     Returns:
         (M,) int64 cluster id >= 0, or -2 (UNASSIGNED) for DBSCAN noise.
     """
-    import open3d as o3d
+    import open3d as o3d  # optional heavy dependency (train extra)
 
     if xyz.shape[0] == 0:
         return np.zeros(0, dtype=np.int64)

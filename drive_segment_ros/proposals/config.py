@@ -8,13 +8,12 @@ no ``ring`` field default to the Velodyne HDL-64E of KITTI (64 beams, about +2 t
 """
 from __future__ import annotations
 
-import dataclasses
 import logging
 import math
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any, Mapping, Union
+from typing import ClassVar, Optional
 
+from drive_segment_ros.config import ConfigBase
 from drive_segment_ros.types import DriveSegmentError
 
 LOG = logging.getLogger(__name__)
@@ -24,7 +23,7 @@ BACKENDS = ("range_image", "dbscan")
 
 
 @dataclass
-class ProposalConfig:
+class ProposalConfig(ConfigBase):
     """Parameters of :func:`drive_segment_ros.proposals.segment_scan`.
 
     Common:
@@ -91,8 +90,8 @@ class ProposalConfig:
     dbscan_min_points: int = 5
     seed: int = 0
 
-    def __post_init__(self) -> None:
-        self.validate()
+    CONFIG_NAME: ClassVar[str] = "proposals"
+    SECTION: ClassVar[Optional[str]] = "proposals"
 
     def validate(self) -> "ProposalConfig":
         """Check every value; raise :class:`DriveSegmentError` (one line) on the first bad one."""
@@ -140,44 +139,3 @@ class ProposalConfig:
         if self.dbscan_eps_m <= 0 or self.dbscan_min_points < 1:
             raise DriveSegmentError("proposals: dbscan_eps_m must be > 0 and dbscan_min_points >= 1")
         return self
-
-    @classmethod
-    def from_dict(cls, values: Mapping[str, Any]) -> "ProposalConfig":
-        """Build a config from a mapping; unknown keys raise :class:`DriveSegmentError`.
-
-        Integers are accepted for float fields (YAML ``7`` for ``7.0``).
-        """
-        if values is None:
-            values = {}
-        if not isinstance(values, Mapping):
-            raise DriveSegmentError(f"proposals: config must be a mapping, got {type(values).__name__}")
-        fields = {f.name: f for f in dataclasses.fields(cls)}
-        unknown = sorted(set(values) - set(fields))
-        if unknown:
-            raise DriveSegmentError(f"proposals: unknown config key(s) {unknown}; known: {sorted(fields)}")
-        kwargs = {}
-        for key, value in values.items():
-            default = fields[key].default
-            if isinstance(default, float) and isinstance(value, int) and not isinstance(value, bool):
-                value = float(value)
-            kwargs[key] = value
-        return cls(**kwargs)
-
-    @classmethod
-    def from_yaml(cls, path: Union[str, Path]) -> "ProposalConfig":
-        """Read a config from a YAML file (e.g. ``config/proposals.yaml``).
-
-        The file holds the fields at top level, or under a ``proposals:`` key.
-        Raises :class:`DriveSegmentError` when the file is missing, is not a mapping or has
-        unknown keys.
-        """
-        from drive_segment_ros.config_io import load_yaml_mapping
-
-        data = load_yaml_mapping(path, "proposals config")
-        if isinstance(data, Mapping) and set(data) == {"proposals"}:
-            data = data["proposals"] or {}
-        return cls.from_dict(data)
-
-    def to_dict(self) -> dict:
-        """The config as a plain dict (YAML / JSON serializable)."""
-        return dataclasses.asdict(self)

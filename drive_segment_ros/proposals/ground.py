@@ -9,9 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from drive_segment_ros.types import DriveSegmentError
-
-GROUND = -1
+from drive_segment_ros.types import GROUND, DriveSegmentError
 
 
 def ground_cell_ids(points: np.ndarray, labels: np.ndarray, cell_m: float = 4.0) -> np.ndarray:

@@ -53,12 +53,9 @@ from scipy.signal import savgol_coeffs
 from scipy.sparse import csgraph
 
 from drive_segment_ros.proposals.config import ProposalConfig
-from drive_segment_ros.types import DriveSegmentError
+from drive_segment_ros.types import UNASSIGNED, DriveSegmentError
 
 LOG = logging.getLogger(__name__)
-
-GROUND = -1
-UNASSIGNED = -2
 
 #: Largest ring index accepted (a ``ring`` field is a small laser index).
 MAX_RING = 4096
@@ -90,34 +87,6 @@ class RangeImage:
     up: np.ndarray
     left: np.ndarray
     right: np.ndarray
-
-
-def tune_malloc(mmap_threshold_mb: int = 64, trim_threshold_mb: int = 256) -> bool:
-    """Keep freed large numpy buffers in the glibc heap (``mallopt``) for repeated scans.
-
-    Each scan allocates a few tens of MB of temporary arrays; glibc serves large blocks with
-    fresh ``mmap`` pages by default, so every scan pays the page faults again (measured: about
-    30 % of the range-image time for a 120k-point scan). Raising ``M_MMAP_THRESHOLD`` and
-    ``M_TRIM_THRESHOLD`` (glibc ``mallopt(3)``; same as the ``MALLOC_MMAP_THRESHOLD_`` /
-    ``MALLOC_TRIM_THRESHOLD_`` environment variables) lets the process reuse that memory.
-    Process-wide and opt-in: call it once in long-running processes (proposal node, benchmark).
-
-    Returns:
-        True when applied, False when not on glibc (nothing changed).
-    """
-    import ctypes
-    import ctypes.util
-
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        mallopt = libc.mallopt
-    except (OSError, AttributeError):
-        return False
-    m_trim_threshold, m_mmap_threshold = -1, -3
-    ok = mallopt(m_mmap_threshold, int(mmap_threshold_mb) << 20) == 1
-    ok &= mallopt(m_trim_threshold, int(trim_threshold_mb) << 20) == 1
-    LOG.debug("mallopt mmap_threshold=%d MB trim_threshold=%d MB: %s", mmap_threshold_mb, trim_threshold_mb, ok)
-    return bool(ok)
 
 
 def _rows_from_rings(ring: np.ndarray, sin_elev: np.ndarray) -> Tuple[np.ndarray, int, float]:

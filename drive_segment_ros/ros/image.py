@@ -4,26 +4,19 @@ Encodings follow ``sensor_msgs/image_encodings.hpp`` (REP 118 style names ``rgb8
 ``rgba8``, ``bgra8``, ``mono8``, ``mono16``; OpenCV aliases ``8UC1``/``8UC3``/``8UC4``/``16UC1``).
 Every row is ``step`` bytes (row padding allowed). ``mono16`` is scaled to 8 bit as cv_bridge
 does (``convertTo(alpha=255/65535)``, i.e. ``round(v / 257)``). Compressed images are decoded
-with ``cv2.imdecode`` (JPEG / PNG). When ``cv_bridge`` is importable it decodes rclpy
-messages; its result equals ours.
+with ``cv2.imdecode`` (JPEG / PNG). There is ONE decoder for rosbags and rclpy messages alike
+(``cv_bridge`` is not used, so the result never depends on what else is installed).
 """
 from __future__ import annotations
 
-import logging
 from typing import Any
 
+import cv2
 import numpy as np
 
 from drive_segment_ros.ros.msgtypes import make_header, types_for
 from drive_segment_ros.ros.pointcloud2 import as_uint8_buffer
 from drive_segment_ros.types import DriveSegmentError
-
-log = logging.getLogger(__name__)
-
-try:  # pragma: no cover - not available in the pip-installed Kilted wheels
-    from cv_bridge import CvBridge as _CvBridge
-except ImportError:  # pragma: no cover
-    _CvBridge = None
 
 #: encoding -> (channels, bytes per channel, channel order)
 ENCODINGS = {
@@ -78,13 +71,6 @@ def image_msg_to_rgb(msg: Any) -> np.ndarray:
     Raises:
         DriveSegmentError: unsupported encoding, empty size, ``step``/data size mismatch.
     """
-    if _CvBridge is not None and not hasattr(type(msg), "__msgtype__") and str(msg.encoding) in ENCODINGS:  # pragma: no cover
-        try:
-            return np.ascontiguousarray(_CvBridge().imgmsg_to_cv2(msg, desired_encoding="rgb8"))
-        except Exception as exc:
-            log.debug("cv_bridge failed (%s); using own decoder", exc)
-    import cv2
-
     px = _pixels(msg)
     order = ENCODINGS[str(msg.encoding)][2]
     if px.dtype == np.uint16:
@@ -115,8 +101,6 @@ def compressed_msg_to_rgb(msg: Any) -> np.ndarray:
     Raises:
         DriveSegmentError: empty or undecodable data.
     """
-    import cv2
-
     buf = as_uint8_buffer(msg.data)
     if buf.size == 0:
         raise DriveSegmentError("compressed image has no data")
@@ -228,8 +212,6 @@ def rgb_to_compressed_msg(
     Raises:
         DriveSegmentError: bad array or unknown ``fmt``.
     """
-    import cv2
-
     rgb = np.asarray(rgb)
     if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint8:
         raise DriveSegmentError(f"rgb_to_compressed_msg needs an (H, W, 3) uint8 array, got {rgb.shape} {rgb.dtype}")

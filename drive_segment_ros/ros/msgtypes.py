@@ -23,6 +23,8 @@ import importlib
 from types import SimpleNamespace
 from typing import Any, Optional
 
+from rosbags.typesys import Stores, get_typestore
+
 from drive_segment_ros.types import DriveSegmentError
 
 #: short name -> full ROS 2 message type name
@@ -51,8 +53,6 @@ MESSAGE_NAMES = {
 
 
 def _newest_store():
-    from rosbags.typesys import Stores
-
     for name in ("ROS2_KILTED", "ROS2_JAZZY"):
         if hasattr(Stores, name):
             return getattr(Stores, name)
@@ -62,8 +62,6 @@ def _newest_store():
 @functools.lru_cache(maxsize=None)
 def rosbags_typestore():
     """The rosbags typestore used for every bag this package writes (ROS 2 Kilted, else Jazzy)."""
-    from rosbags.typesys import get_typestore
-
     return get_typestore(_newest_store())
 
 
@@ -112,7 +110,11 @@ def _add_helpers(ns: SimpleNamespace) -> None:
 
 
 def types_for(kind: Any) -> SimpleNamespace:
-    """Return a types namespace from ``"rosbags"`` / ``"rclpy"`` or pass a namespace through."""
+    """Return a types namespace from ``"rosbags"`` / ``"rclpy"`` or pass a namespace through.
+
+    Raises:
+        DriveSegmentError: an unknown ``kind``; ``"rclpy"`` without the rclpy message packages.
+    """
     if isinstance(kind, SimpleNamespace):
         return kind
     if kind == "rosbags":
@@ -136,7 +138,11 @@ def make_time(stamp_ns: int, types: Any):
 
 
 def make_header(frame_id: str, stamp_ns: int, types: Any):
-    """``std_msgs/Header`` with ``frame_id`` and the stamp ``stamp_ns`` (integer ns since epoch)."""
+    """``std_msgs/Header`` with ``frame_id`` and the stamp ``stamp_ns`` (integer ns since epoch).
+
+    Raises:
+        DriveSegmentError: negative stamp, unknown ``types``.
+    """
     types = types_for(types)
     return types.Header(stamp=make_time(stamp_ns, types), frame_id=str(frame_id))
 
@@ -149,8 +155,23 @@ def stamp_to_ns(stamp: Any) -> int:
 
 
 def header_stamp_ns(msg: Any) -> int:
-    """Integer ns of ``msg.header.stamp``."""
-    return stamp_to_ns(msg.header.stamp)
+    """``msg.header.stamp`` as integer nanoseconds since the epoch: THE stamp helper of the package.
+
+    Args:
+        msg: a rosbags or rclpy message with a ``std_msgs/Header`` (``builtin_interfaces/Time``
+            ``sec`` / ``nanosec``; ROS 1 ``secs`` / ``nsecs`` too).
+
+    Raises:
+        DriveSegmentError: the message has no ``header.stamp``.
+    """
+    try:
+        stamp = msg.header.stamp
+    except AttributeError:
+        raise DriveSegmentError(f"message of type {type(msg).__name__} has no header.stamp") from None
+    try:
+        return stamp_to_ns(stamp)
+    except AttributeError:
+        raise DriveSegmentError(f"message of type {type(msg).__name__} has no header.stamp (sec / nanosec)") from None
 
 
 def message_kind(msg: Any) -> str:

@@ -7,26 +7,18 @@ each of the ``height`` rows is ``row_step`` bytes (trailing row padding allowed)
 (INT8=1 ... FLOAT64=8), byte order given by ``is_bigendian``. Bytes not covered by a field are
 padding (e.g. Ouster / Velodyne drivers pad ``x y z`` to 16 bytes).
 
-When ``sensor_msgs_py`` is importable it decodes little-endian clouds; the result is converted
-to the same packed, native-endian structured array our own decoder returns, so both paths give
-identical arrays.
+There is ONE decoder (this module's, tested on padded, organized, big-endian and ``count > 1``
+clouds); ``sensor_msgs_py.point_cloud2`` is not used: its ``read_points`` ignores ``row_step``
+padding of organized clouds and splits ``count > 1`` fields into ``name_0 .. name_k``.
 """
 from __future__ import annotations
 
-import logging
 from typing import Any, Dict, Optional, Tuple
 
 import numpy as np
 
 from drive_segment_ros.ros.msgtypes import make_header, types_for
 from drive_segment_ros.types import DriveSegmentError
-
-log = logging.getLogger(__name__)
-
-try:  # pragma: no cover - not in the pip-installed Kilted wheels
-    from sensor_msgs_py import point_cloud2 as _sensor_msgs_py_pc2
-except ImportError:  # pragma: no cover
-    _sensor_msgs_py_pc2 = None
 
 #: PointField datatype constants (sensor_msgs/PointField.msg)
 INT8, UINT8, INT16, UINT16, INT32, UINT32, FLOAT32, FLOAT64 = range(1, 9)
@@ -144,10 +136,6 @@ def _raw_view(msg: Any) -> np.ndarray:
     return rows.view(dtype)
 
 
-def _decode_ours(msg: Any) -> np.ndarray:
-    return _to_packed(_raw_view(msg))
-
-
 def pointcloud2_to_array(msg: Any) -> np.ndarray:
     """Decode a PointCloud2 (rosbags or rclpy message) into a structured numpy array.
 
@@ -161,22 +149,9 @@ def pointcloud2_to_array(msg: Any) -> np.ndarray:
     Raises:
         DriveSegmentError: inconsistent layout (row_step, point_step, data size), unknown datatype.
 
-    Source: sensor_msgs/msg/PointCloud2.msg, PointField.msg; ``sensor_msgs_py.point_cloud2.read_points``.
+    Source: sensor_msgs/msg/PointCloud2.msg, PointField.msg.
     """
-    if _sensor_msgs_py_pc2 is not None and not bool(msg.is_bigendian) and message_is_rclpy(msg):  # pragma: no cover
-        try:
-            arr = _sensor_msgs_py_pc2.read_points(msg, skip_nans=False)
-            arr = np.asarray(arr).reshape(-1)
-            if arr.dtype.names:
-                return _to_packed(arr)
-        except Exception as exc:  # fall back to our decoder
-            log.debug("sensor_msgs_py failed (%s); using own decoder", exc)
-    return _decode_ours(msg)
-
-
-def message_is_rclpy(msg: Any) -> bool:
-    """True for rclpy messages (rosbags dataclasses carry ``__msgtype__``)."""
-    return not hasattr(type(msg), "__msgtype__")
+    return _to_packed(_raw_view(msg))
 
 
 def _first_field(names, candidates) -> Optional[str]:

@@ -18,7 +18,7 @@ __all__ = ["sensor_qos", "latest_only_qos", "output_qos", "tf_static_qos", "latc
 
 def sensor_qos(depth: int = 5):
     """SensorDataQoS (best effort, volatile, keep last ``depth``); ``depth=5`` equals ``qos_profile_sensor_data``."""
-    from rclpy.qos import QoSProfile, qos_profile_sensor_data
+    from rclpy.qos import QoSProfile, qos_profile_sensor_data  # optional heavy dependency (ros extra)
 
     if depth == qos_profile_sensor_data.depth:
         return qos_profile_sensor_data
@@ -37,7 +37,7 @@ def latest_only_qos():
 
 def output_qos(depth: int = 5):
     """Reliable, volatile, keep last ``depth``: for published results (RViz2 defaults to reliable)."""
-    from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
+    from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy  # optional heavy dependency (ros extra)
 
     return QoSProfile(
         history=HistoryPolicy.KEEP_LAST,
@@ -49,7 +49,7 @@ def output_qos(depth: int = 5):
 
 def latched_qos(depth: int = 1):
     """Reliable, transient local, keep last ``depth`` (late joiners get the last message)."""
-    from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
+    from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy  # optional heavy dependency (ros extra)
 
     return QoSProfile(
         history=HistoryPolicy.KEEP_LAST,

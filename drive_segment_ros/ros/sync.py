@@ -22,24 +22,12 @@ import logging
 import threading
 from typing import Any, Callable, List, Optional, Sequence, Tuple
 
+from drive_segment_ros.ros.msgtypes import header_stamp_ns
 from drive_segment_ros.types import DriveSegmentError
 
 LOG = logging.getLogger(__name__)
 
-__all__ = ["ApproximateTimeSynchronizer", "stamp_ns", "make_synchronizer", "have_message_filters"]
-
-
-def stamp_ns(msg: Any) -> int:
-    """Return ``msg.header.stamp`` as integer nanoseconds.
-
-    Works for rclpy and rosbags messages (``builtin_interfaces/Time`` with ``sec`` /
-    ``nanosec``). Raises :class:`DriveSegmentError` when the message has no header stamp.
-    """
-    try:
-        stamp = msg.header.stamp
-        return int(stamp.sec) * 1_000_000_000 + int(stamp.nanosec)
-    except AttributeError as exc:
-        raise DriveSegmentError(f"message of type {type(msg).__name__} has no header.stamp") from exc
+__all__ = ["ApproximateTimeSynchronizer", "make_synchronizer", "have_message_filters"]
 
 
 class ApproximateTimeSynchronizer:
@@ -100,7 +88,7 @@ class ApproximateTimeSynchronizer:
             raise DriveSegmentError(f"input index {index} out of range 0..{self.n_inputs - 1}")
         index = int(index)
         try:
-            t = stamp_ns(msg)
+            t = header_stamp_ns(msg)
         except DriveSegmentError:
             if not self.allow_headerless or self._clock is None:
                 raise
@@ -164,7 +152,7 @@ class ApproximateTimeSynchronizer:
 def have_message_filters() -> bool:
     """True when the ROS 2 ``message_filters`` package is importable."""
     try:
-        import message_filters  # noqa: F401
+        import message_filters  # noqa: F401  # optional heavy dependency (ROS 2 apt installs only)
     except ImportError:
         return False
     return True
@@ -196,7 +184,7 @@ def make_synchronizer(
     if not inputs:
         raise DriveSegmentError("make_synchronizer needs at least one input")
     if prefer_message_filters and have_message_filters():
-        import message_filters
+        import message_filters  # optional heavy dependency (ROS 2 apt installs only)
 
         subs = [message_filters.Subscriber(node, t, topic, qos_profile=qos) for t, topic, qos in inputs]
         sync = message_filters.ApproximateTimeSynchronizer(subs, queue_size, slop_s)

@@ -12,7 +12,7 @@ and ROS 1 ``.bag`` files. Roles are detected from the message types:
 * extrinsics: ``/tf_static`` (and ``/tf``) ``tf2_msgs/TFMessage`` -> ``T_cam_lidar``, or a
   calibration YAML (:func:`drive_segment_ros.calibration.load_calibration_yaml`).
 
-Pairing (Drive&Segment, Vobecky et al. ECCV 2022 Sec. 3.1 / docs METHOD.md stage 1 "synchronized drive
+Pairing (Drive&Segment, Vobecky et al. ECCV 2022 Sec. 3.1 / docs/METHOD.md stage 1 "synchronized drive
 data": LiDAR and camera are never perfectly synchronized, so images are paired by timestamp): each
 image goes with the scan whose *header* stamp is nearest, if within ``max_dt_ms``; others are
 counted as unpaired and logged. Messages are streamed in bag order with bounded buffers (a few
@@ -22,6 +22,7 @@ with the drive length.
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 from collections import deque
 from dataclasses import dataclass, field
@@ -29,7 +30,14 @@ from pathlib import Path
 from typing import Any, Deque, Dict, Iterator, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
+from tqdm import tqdm
 
+from drive_segment_ros.calibration import Calibration, TransformTree, load_calibration_yaml
+from drive_segment_ros.ros.bags import open_bag
+from drive_segment_ros.ros.camera_info import camera_model_from_info
+from drive_segment_ros.ros.image import any_image_to_rgb
+from drive_segment_ros.ros.msgtypes import header_stamp_ns
+from drive_segment_ros.ros.pointcloud2 import read_points_xyzi
 from drive_segment_ros.types import CameraModel, DriveFrame, DriveSegmentError
 
 log = logging.getLogger(__name__)
@@ -141,28 +149,6 @@ def _namespace(topic: str) -> str:
     return "/".join(parts[:-1])
 
 
-def _open_reader(path: Path):
-    from rosbags.highlevel import AnyReader
-
-    from drive_segment_ros.ros.msgtypes import rosbags_typestore
-
-    path = Path(path)
-    if not path.exists():
-        raise DriveSegmentError(f"bag {str(path)!r} not found")
-    paths = [path]
-    if path.is_file() and path.suffix in (".db3", ".mcap") and (path.parent / "metadata.yaml").is_file():
-        paths = [path.parent]
-    try:
-        reader = AnyReader(paths, default_typestore=rosbags_typestore())
-        reader.open()
-    except DriveSegmentError:
-        raise
-    except Exception as exc:  # rosbags raises AnyReaderError / ReaderError / sqlite errors ...
-        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise DriveSegmentError(f"cannot read bag {str(path)!r}: {first}") from None
-    return reader
-
-
 def _iter_messages(reader, connections, path: Path):
     """``reader.messages(connections)`` with read / decode failures turned into one-line DriveSegmentErrors.
 
@@ -243,7 +229,6 @@ class DriveReader:
         max_dt_ms: float = 50.0,
         progress: bool = True,
     ) -> None:
-        from drive_segment_ros.calibration import Calibration, TransformTree, load_calibration_yaml
 
         self.path = Path(path)
         self.max_dt_ms = float(max_dt_ms)
@@ -256,7 +241,7 @@ class DriveReader:
             self.calibration = load_calibration_yaml(calibration)
         self._stats: Optional[PairingStats] = None
 
-        reader = _open_reader(self.path)
+        reader = open_bag(self.path)
         try:
             self._connections = list(reader.connections)
             self._topics: Dict[str, Dict[str, Any]] = {}
@@ -364,8 +349,6 @@ class DriveReader:
                 log.warning("ignoring transform: %s", exc)
 
     def _resolve_cameras(self, reader, first) -> None:
-        from drive_segment_ros.calibration import camera_model_from_info
-        from drive_segment_ros.ros.image import any_image_to_rgb
 
         for img in self.image_topics:
             info_topic = self.camera_info_topics.get(img)
@@ -426,14 +409,12 @@ class DriveReader:
         return [c for c in reader.connections if c.topic in wanted or (c.topic in TF_TOPICS and c.msgtype == TF_TYPE)]
 
     def _stream(self, decode: bool) -> Iterator[Tuple[_PendingImage, Optional[_Scan]]]:
-        from tqdm import tqdm
 
-        from drive_segment_ros.ros.msgtypes import header_stamp_ns
 
         pairer = TimePairer(int(round(self.max_dt_ms * 1e6)))
         stats = PairingStats(paired={t: 0 for t in self.image_topics}, unpaired={t: 0 for t in self.image_topics})
         info_for = {v: k for k, v in self.camera_info_topics.items() if v}
-        reader = _open_reader(self.path)
+        reader = open_bag(self.path)
         try:
             conns = self._selected(reader)
             total = sum(int(getattr(c, "msgcount", 0) or 0) for c in conns)
@@ -478,7 +459,6 @@ class DriveReader:
             yield img, scan
 
     def _update_info(self, image_topic: str, info: Any) -> None:
-        from drive_segment_ros.calibration import camera_model_from_info
 
         cam = self.cameras[image_topic]
         new = camera_model_from_info(_InfoView(info), self.camera_info_topics[image_topic])
@@ -491,8 +471,6 @@ class DriveReader:
         self.cameras[image_topic] = new
 
     def __iter__(self) -> Iterator[DriveFrame]:
-        from drive_segment_ros.ros.image import any_image_to_rgb
-        from drive_segment_ros.ros.pointcloud2 import read_points_xyzi
 
         index = 0
         for img, scan in self._stream(decode=True):
@@ -562,7 +540,6 @@ class DriveReader:
 
 # --------------------------------------------------------------------------- CLI
 def _cmd_inspect(args: argparse.Namespace) -> int:
-    import json
 
     reader = DriveReader(
         args.bag, image_topics=args.image_topic or None, lidar_topic=args.lidar_topic,

@@ -1,8 +1,8 @@
 """``drive-segment proposals``: LiDAR proposals projected to per-image segment maps (+ overlays).
 
-For every image paired with a LiDAR scan (:class:`~drive_segment_ros.drives.DriveReader`):
+For every image paired with a LiDAR scan (:class:`~drive_segment_training.drives.DriveReader`):
 ``segment_scan`` -> ``ground_cell_ids`` -> ``projection.segment_map`` (all in
-:func:`drive_segment_ros.projection.compute_segment_map`), then writes
+:func:`drive_segment_ros.segment_map.compute_segment_map`), then writes
 
 * ``OUT/<name>_segments.npy``: (H, W) int32 segment map, -1 = unlabelled; ids
   ``< n_segments`` are LiDAR object segments, ids ``>= n_segments`` are ground cells;
@@ -23,21 +23,24 @@ import time
 from pathlib import Path
 from typing import Any, Dict, Optional, Sequence, Union
 
+import cv2
+import numpy as np
+from tqdm import tqdm
+
+from drive_segment_ros.projection import ProjectionConfig
+from drive_segment_ros.proposals import ProposalConfig
+from drive_segment_ros.proposals.config import BACKENDS as _BACKENDS
+from drive_segment_ros.segment_map import compute_segment_map
 from drive_segment_ros.types import DriveSegmentError
+from drive_segment_training.drives import DriveReader
+from drive_segment_training.figures import draw_proposals
 
 LOG = logging.getLogger(__name__)
-
-#: Backends of ``segment_scan`` (kept in sync with ``proposals.config.BACKENDS``; listed here so
-#: that ``--help`` does not import numpy).
-_BACKENDS = ("range_image", "dbscan")
 
 INDEX_VERSION = 1
 
 
 def _load_configs(config: Any, projection_config: Any, backend: Optional[str]):
-    from drive_segment_ros.projection import ProjectionConfig
-    from drive_segment_ros.proposals import ProposalConfig
-
     def coerce(cls, value):  # None -> defaults, instance as is, dict, else a YAML path
         if value is None:
             return cls()
@@ -90,14 +93,6 @@ def run_proposals(
         DriveSegmentError: no bags, bad configs, ``max_frames < 1``, errors of the reader
         (missing bag, no camera / LiDAR topic) or of the stages.
     """
-    import cv2
-    import numpy as np
-    from tqdm import tqdm
-
-    from drive_segment_ros.drives import DriveReader
-    from drive_segment_ros.projection import compute_segment_map
-    from drive_segment_ros.visualization import draw_proposals
-
     if not bags:
         raise DriveSegmentError("proposals: no bag given")
     if max_frames is not None and max_frames < 1:

@@ -2,8 +2,9 @@
 
 Each stage module contributes its subcommand(s) through ``add_cli(subparsers)``; the
 handlers import heavy dependencies (torch, open3d, timm) lazily so ``--help`` stays fast.
-User errors (:class:`~drive_segment_ros.types.DriveSegmentError`, missing files) are
-printed as one line ``drive-segment: error: ...`` with exit status 2.
+User errors (:class:`~drive_segment_ros.types.DriveSegmentError`) and operating-system errors
+(``OSError``: missing files, permissions, a full disk) are printed as one line
+``drive-segment: error: ...`` with exit status 2.
 """
 from __future__ import annotations
 
@@ -17,14 +18,16 @@ from drive_segment_ros.types import DriveSegmentError
 
 #: Modules that provide ``add_cli(subparsers)``, in the order the stages run.
 CLI_MODULES = (
-    "drive_segment_ros.importers",          # import-kitti, import-nuscenes
-    "drive_segment_ros.drives",             # inspect
-    "drive_segment_ros.proposals.cli",      # proposals
-    "drive_segment_training.pseudo_labels", # pseudo-label
-    "drive_segment_training.distill",       # train-teacher, train-student
-    "drive_segment_training.evaluation",    # evaluate
-    "drive_segment_training.demo",          # demo
-    "drive_segment_ros.inference.export",   # export, build-engine
+    "drive_segment_training.importers",        # import-kitti, import-nuscenes
+    "drive_segment_training.drives",           # inspect
+    "drive_segment_training.proposals_stage",  # proposals
+    "drive_segment_training.pseudo_labels",    # pseudo-label
+    "drive_segment_training.ray_pseudo_labels",  # pseudo-label --ray (adds the Ray options)
+    "drive_segment_training.train_cli",        # train-teacher, train-student
+    "drive_segment_training.evaluation",       # evaluate
+    "drive_segment_training.demo",             # demo
+    "drive_segment_training.export_cli",       # export, build-engine
+    "drive_segment_training.official",         # import-official (the authors' released checkpoint)
 )
 
 DESCRIPTION = """\
@@ -68,8 +71,8 @@ def main(argv: Optional[List[str]] = None) -> int:
         return 2
     try:
         result = args.func(args)
-    except (DriveSegmentError, FileNotFoundError, NotADirectoryError, PermissionError) as exc:
-        print(f"drive-segment: error: {exc}", file=sys.stderr)
+    except (DriveSegmentError, OSError) as exc:  # OSError: full disk, permissions, missing files ...
+        print(f"drive-segment: error: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("drive-segment: interrupted", file=sys.stderr)

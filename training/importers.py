@@ -29,11 +29,20 @@ import argparse
 import json
 import logging
 import re
+import shutil
 from pathlib import Path
 from typing import Any, Dict, List, Tuple, Union
 
+import cv2
 import numpy as np
+from rosbags.interfaces import Qos, QosDurability, QosHistory, QosLiveliness, QosReliability, QosTime
+from rosbags.rosbag2 import StoragePlugin, Writer
 
+from drive_segment_ros.geometry import invert_transform
+from drive_segment_ros.ros.camera_info import camera_info_msg, transform_stamped
+from drive_segment_ros.ros.image import encoded_to_compressed_msg, rgb_to_image_msg
+from drive_segment_ros.ros.msgtypes import rosbags_types
+from drive_segment_ros.ros.pointcloud2 import points_to_pointcloud2
 from drive_segment_ros.types import CameraModel, DriveSegmentError
 
 log = logging.getLogger(__name__)
@@ -64,10 +73,6 @@ class _BagWriter:
     """Small wrapper over :class:`rosbags.rosbag2.Writer`: connections by topic, CDR serialization."""
 
     def __init__(self, out_bag: Path, storage: str, overwrite: bool) -> None:
-        from rosbags.rosbag2 import StoragePlugin, Writer
-
-        from drive_segment_ros.ros.msgtypes import rosbags_types
-
         plugins = {"sqlite3": StoragePlugin.SQLITE3, "mcap": StoragePlugin.MCAP}
         if storage not in plugins:
             raise DriveSegmentError(f"unknown storage {storage!r} (use sqlite3 or mcap)")
@@ -75,8 +80,6 @@ class _BagWriter:
         if out_bag.exists():
             if not overwrite:
                 raise DriveSegmentError(f"output bag {str(out_bag)!r} already exists (pass overwrite=True / --overwrite)")
-            import shutil
-
             shutil.rmtree(out_bag) if out_bag.is_dir() else out_bag.unlink()
         out_bag.parent.mkdir(parents=True, exist_ok=True)
         self.types = rosbags_types()
@@ -91,8 +94,6 @@ class _BagWriter:
         self.records.append((int(stamp_ns), len(self.records), topic, msg))
 
     def close(self) -> None:
-        from rosbags.interfaces import Qos, QosDurability, QosHistory, QosLiveliness, QosReliability, QosTime
-
         latched = Qos(QosHistory.KEEP_LAST, 1, QosReliability.RELIABLE, QosDurability.TRANSIENT_LOCAL,
                       QosTime(0, 0), QosTime(0, 0), QosLiveliness.AUTOMATIC, QosTime(0, 0), False)
         self.writer.open()
@@ -164,12 +165,6 @@ def import_kitti(
     Raises:
         DriveSegmentError: missing files / calibration, unreadable image, bad scan size, existing output.
     """
-    import cv2
-
-    from drive_segment_ros.calibration import camera_info_msg, invert_transform, transform_stamped
-    from drive_segment_ros.ros.image import rgb_to_image_msg
-    from drive_segment_ros.ros.pointcloud2 import points_to_pointcloud2
-
     src = _check_src(src_dir)
     calib = _load_json(src / "calib.json")
     cam = calib.get("cameras", {}).get("CAM2", {})
@@ -243,12 +238,6 @@ def import_nuscenes(
     Raises:
         DriveSegmentError: missing files / calibration, bad scan size, unknown ``extrinsics``, existing output.
     """
-    import cv2
-
-    from drive_segment_ros.calibration import camera_info_msg, invert_transform, transform_stamped
-    from drive_segment_ros.ros.image import encoded_to_compressed_msg
-    from drive_segment_ros.ros.pointcloud2 import points_to_pointcloud2
-
     if extrinsics not in ("static", "keyframe"):
         raise DriveSegmentError(f"extrinsics must be 'static' or 'keyframe', got {extrinsics!r}")
     src = _check_src(src_dir)
