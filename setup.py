@@ -83,7 +83,7 @@ setup(
         ("share/ament_index/resource_index/packages", [f"resource/{PACKAGE}"]),
         (f"share/{PACKAGE}", ["package.xml"]),
         (os.path.join("share", PACKAGE, "launch"), glob("launch/*.launch.py")),
-        (os.path.join("share", PACKAGE, "config"), glob("config/*.yaml") + glob("config/*.rviz")),
+        (os.path.join("share", PACKAGE, "config"), glob("config/*.yaml") + glob("config/*.rviz") + glob("config/*.xml")),
     ],
     install_requires=CORE,
     extras_require=EXTRAS,

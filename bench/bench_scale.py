@@ -173,7 +173,8 @@ def _write_kitti_bag(src: Path, out: Path, n_frames: int, t0_ns: int, seed: int)
 def generate_drive(root: Path, n_frames: int, frames_per_bag: int, seed: int = 0) -> List[Path]:
     """Bags of a long drive from the real nuScenes + KITTI frames (half each); nuScenes / KITTI bags alternate.
 
-    Returns the bag directories in drive order. Reuses them when ``root/drive.json`` says they match.
+    Returns the bag directories in drive order. Reuses a drive in ``root`` (``drive.json``) made with
+    the same settings and at least ``n_frames`` frames (runs read the first frames of it).
     """
     data = Path(data_dir())
     nusc, kitti = data / "nuscenes_n015", data / "kitti_000008"
@@ -182,8 +183,12 @@ def generate_drive(root: Path, n_frames: int, frames_per_bag: int, seed: int = 0
             sys.exit(f"bench_scale: {d} not found (set DRIVE_SEGMENT_DATA)")
     spec = {"n_frames": n_frames, "frames_per_bag": frames_per_bag, "seed": seed, "version": 1}
     marker = root / "drive.json"
-    if marker.is_file() and json.loads(marker.read_text()).get("spec") == spec:
-        return [root / b for b in json.loads(marker.read_text())["bags"]]
+    if marker.is_file():
+        old = json.loads(marker.read_text())
+        same = {k: v for k, v in old.get("spec", {}).items() if k != "n_frames"} == \
+            {k: v for k, v in spec.items() if k != "n_frames"}
+        if same and int(old["spec"]["n_frames"]) >= n_frames and all((root / b).is_dir() for b in old["bags"]):
+            return [root / b for b in old["bags"]]
     shutil.rmtree(root, ignore_errors=True)
     root.mkdir(parents=True)
     n_nusc = int(round(n_frames / 2 / 6)) * 6
@@ -210,33 +215,6 @@ def generate_drive(root: Path, n_frames: int, frames_per_bag: int, seed: int = 0
 
 
 # ------------------------------------------------------------------------------- child processes
-def _patch_projection_border() -> bool:
-    """Bench-only workaround, applied only while the bug is present: ``project_points`` tests
-    ``u < W - 0.5`` in float64 but returns float32 ``uv``, so a ``u`` just below ``W - 0.5`` rounds to
-    ``W - 0.5`` and ``pixel_indices`` gives column ``W`` (IndexError in ``splat_points``; about once per
-    1,000 jittered KITTI frames). The patch re-tests ``valid`` on the float32 ``uv``. Returns True if applied."""
-    from drive_segment_ros import projection as P
-
-    W, H = 1242, 375
-    cam = CameraModel(K=np.array([[700.0, 0, 600], [0, 700, 180], [0, 0, 1]]), D=np.zeros(5), width=W, height=H,
-                      frame_id="probe")
-    x = (np.nextafter(W - 0.5, 0) - 600) / 700 * 10.0
-    probe = P.project_points(np.array([[x, 0.0, 10.0]]), cam, np.eye(4))
-    if not (probe.valid[0] and probe.pixels()[1][0] >= W):
-        return False
-    original = P.project_points
-
-    def project_points(xyz, camera, *args, **kwargs):
-        proj = original(xyz, camera, *args, **kwargs)
-        u, v = proj.uv[:, 0], proj.uv[:, 1]
-        with np.errstate(invalid="ignore"):
-            inside = (u >= -0.5) & (u < camera.width - 0.5) & (v >= -0.5) & (v < camera.height - 0.5)
-        return P.Projection(uv=proj.uv, depth=proj.depth, valid=proj.valid & inside)
-
-    P.project_points = project_points
-    return True
-
-
 def _peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # Linux: KiB
 
@@ -249,14 +227,13 @@ def child_pseudo(job: Dict[str, Any]) -> Dict[str, Any]:
     from drive_segment_training import pseudo_labels as pl
 
     torch.set_num_threads(int(job["threads"]))
-    patched = _patch_projection_border()
     cfg = pl.resolve_config(pl.DEFAULT_CONFIG_PATH if pl.DEFAULT_CONFIG_PATH.is_file() else None, **job["overrides"])
     out = Path(job["out"])
     out.mkdir(parents=True, exist_ok=True)
     t = time.perf_counter()
     backbone = build_backbone(cfg.backbone, weights=cfg.backbone_weights)
     labeler = pl.PseudoLabeler(backbone, None, cfg)
-    timing: Dict[str, Any] = {"model_s": time.perf_counter() - t, "projection_border_patch": patched}
+    timing: Dict[str, Any] = {"model_s": time.perf_counter() - t}
     shard_ids, total, computed, t = [], 0, 0, time.perf_counter()
     max_frames = int(job["max_frames"])
     for bag in map(Path, job["bags"]):
@@ -365,6 +342,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     ap.add_argument("-k", type=int, default=30)
     ap.add_argument("--kmeans-sample", type=int, default=20000, help="k-means reservoir size (the memory bound)")
     ap.add_argument("--threads", type=int, default=1, help="torch threads per process")
+    ap.add_argument("--prefetch", type=int, default=None,
+                    help="frames decoded ahead by a background thread (pseudo-label config; 0 = no thread)")
     ap.add_argument("--ray-frames", type=int, default=200, help="frames (whole bags) of the Ray 1 vs 2 workers runs; 0 = skip")
     ap.add_argument("--ddp-iters", type=int, default=20, help="teacher steps of the DDP 1 vs 2 runs; 0 = skip")
     ap.add_argument("--ddp-batch", type=int, default=4, help="global batch of the DDP runs")
@@ -387,6 +366,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     bags = generate_drive(work / "drive", counts[-1], args.frames_per_bag)
     overrides = {"backbone": args.backbone, "max_side": args.max_side, "k": args.k, "kmeans_sample": args.kmeans_sample,
                  "n_init": 1}
+    if args.prefetch is not None:
+        overrides["prefetch"] = args.prefetch
     report: Dict[str, Any] = {"settings": {**vars(args), "frames": counts, "cpu_count": os.cpu_count(),
                                            "overrides": overrides}}
 

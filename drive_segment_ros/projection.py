@@ -302,10 +302,13 @@ def project_points(
     u = K[0, 0] * xd + K[0, 1] * yd + K[0, 2]
     v = K[1, 1] * yd + K[1, 2]
     W, H = camera.width, camera.height
-    with np.errstate(invalid="ignore"):
-        inside = (u >= -0.5) & (u < W - 0.5) & (v >= -0.5) & (v < H - 0.5)
-    valid = front & inside
+    # Decide "inside" on the float32 values returned: a float64 u just below W - 0.5 can round
+    # up to W - 0.5 in float32 and would then fall into column W in pixel_indices().
     uv = np.stack([u, v], axis=1).astype(np.float32)
+    u32, v32 = uv[:, 0], uv[:, 1]
+    with np.errstate(invalid="ignore"):
+        inside = (u32 >= -0.5) & (u32 < W - 0.5) & (v32 >= -0.5) & (v32 < H - 0.5)
+    valid = front & inside
     uv[~front] = np.nan
     return Projection(uv=uv, depth=z.astype(np.float32), valid=valid)
 

@@ -16,7 +16,6 @@ from drive_segment_ros.ros.point_time import read_point_times_ns
 from drive_segment_ros.ros.pointcloud2 import read_points_xyzi
 from drive_segment_ros.types import DriveSegmentError
 from fixtures.foreign_bags import (
-    S,
     T_START,
     _hesai_cloud,
     _Msgs,

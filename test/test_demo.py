@@ -78,6 +78,7 @@ def test_demo_runs_every_stage_and_writes_report(data_root, tmp_path, monkeypatc
         student_iterations=2,
         crop_size=(128, 256),
         eval_size=(192, 288),
+        eval_max_images=4,  # KITTI semantics frames evaluated (all 5 Waymo images are)
         batch_size=2,
         device="cpu",
     )
@@ -100,9 +101,9 @@ def test_demo_runs_every_stage_and_writes_report(data_root, tmp_path, monkeypatc
     assert set(rows) == set(TAGS)
     totals = set()
     for tag in TAGS:
-        js = json.loads((out / "eval" / f"metrics_{tag}.json").read_text())
+        js = json.loads((out / "eval" / tag / "waymo" / "metrics.json").read_text())
         assert js["backbone"] == cfg.backbone
-        h, m = js["hungarian"], js["majority"]
+        h, m = js["results"]["cityscapes19"]["all"]["hungarian"], js["results"]["cityscapes19"]["all"]["majority"]
         conf = np.asarray(h["confusion"], np.int64)
         assert conf.shape == (8, 19) and np.array_equal(conf, np.asarray(m["confusion"]))
         totals.add(int(conf.sum()))
@@ -134,8 +135,21 @@ def test_demo_runs_every_stage_and_writes_report(data_root, tmp_path, monkeypatc
     n_pseudo = len([p for p in (out / "pseudo" / "previews").iterdir() if p.suffix in (".png", ".jpg")])
     n_pred = len(list((out / "predictions").glob("*.png")))
     assert n_props == 7 and n_pseudo == 7 and n_pred == 14  # 1 KITTI + 6 nuScenes images; teacher + student
-    assert (out / "eval" / "confusion_student_hungarian.png").is_file()
-    _check_report_images(report, expected=3 + 6 + n_props + n_pseudo + 2 + n_pred)
+    assert (out / "eval" / "student" / "waymo" / "confusion_cityscapes19_all_hungarian.png").is_file()
+
+    # the paper's table layout on KITTI semantics + Waymo, sliding-window inference, throughput
+    assert "Drive&amp;Segment (paper) mIoU %" in html or "Drive&Segment (paper) mIoU %" in html
+    kitti = json.loads((out / "eval" / "student" / "kitti-semantics" / "metrics.json").read_text())
+    assert kitti["n_images"] == 4 and kitti["inference_mode"] == "sliding" and kitti["sliding_window"]["window_size"] == [128, 256]
+    bench = summary["benchmarks"]["student"]
+    assert bench["n_images"] == {"kitti-semantics": 4, "waymo": 5} and bench["images_per_s"]["kitti-semantics"] > 0
+    row = next(r for r in bench["paper_table"] if r["benchmark"] == "KITTI semantics-19")
+    assert row["ours_hungarian"] == pytest.approx(100 * kitti["results"]["cityscapes19"]["all"]["hungarian"]["mIoU"])
+    assert [r["drive_segment_paper"] for r in bench["paper_table"][:2]] == [21.8, 15.3]
+    n_kitti_figs = 1 + 3  # student: KITTI confusion + 3 panels
+    n_ego = len(list((out / "ego_motion").glob("*.png")))  # compensation off vs on, 2 nuScenes cameras
+    assert n_ego == 2
+    _check_report_images(report, expected=3 + 6 + n_kitti_figs + n_props + n_pseudo + 2 + n_pred + n_ego)
 
 
 def _full_demo_summary() -> dict:
@@ -168,5 +182,5 @@ def test_full_demo_student_beats_baseline_and_readme_matches():
                     f"{100 * m['majority']['mIoU']:.1f}"]
         assert list(row.groups()) == expected, (tag, row.groups(), expected)
     # 3 confusion matrices, 6 Waymo predictions, 7 proposal overlays, 7 pseudo-label previews,
-    # 2 loss curves, 14 teacher/student predictions
-    _check_report_images(ROOT / "demo_out" / "report.html", expected=39)
+    # 2 loss curves, 14 teacher/student predictions (+ 2 ego-motion figures in runs that have them)
+    _check_report_images(ROOT / "demo_out" / "report.html", expected=39 + len(list((ROOT / "demo_out" / "ego_motion").glob("*.png"))))

@@ -153,3 +153,43 @@ def test_nuscenes_import_reproduces_compensated_lidar2cam(nuscenes_dir, tmp_path
     assert worst_static > 0.1  # without compensation the extrinsic is off by decimetres
     off = {f.image_topic: f.T_cam_lidar for f in DriveReader(bag, progress=False, ego_motion="off")}
     assert all(np.allclose(off[t], reader.T_cam_lidar(t)) for t in off)
+
+
+def test_ego_motion_figures_on_nuscenes(nuscenes_bag, tmp_path):
+    """The report figure: projected segments with compensation off (static extrinsic) vs on."""
+    from drive_segment_training.figures import write_ego_motion_figures
+
+    rows = write_ego_motion_figures(nuscenes_bag, tmp_path / "fig", max_figures=1)
+    assert len(rows) == 6 and rows[0]["dt_ms"] == pytest.approx(43.107, abs=1e-3)  # CAM_FRONT_LEFT: largest |dt|
+    assert rows[0]["shift_px_median"] > 10 and rows[0]["ego_translation_m"] > 0.3 and rows[0]["changed_pixels"] > 0.05
+    assert rows[-1]["shift_px_median"] < 1.0  # CAM_BACK_LEFT, 0.5 ms from the sweep: nothing moves
+    import cv2
+
+    img = cv2.imread(rows[0]["figure"])
+    assert img is not None and img.shape[1] == 960
+    assert "figure" not in rows[1]
+
+
+def test_camera_info_topic_and_calibration_options(bags, tmp_path, capsys):
+    """`--camera-info-topic IMAGE=INFO` and `--calibration` rescue the camera the bag leaves uncalibrated."""
+    import argparse
+
+    from drive_segment_training import drives
+
+    fb = bags["velodyne"]
+    extra = "/camera_extra/image_raw/compressed"
+    T = np.linalg.inv(fb.T_base_cam["/camera_front/image_raw/compressed"])  # any rigid extrinsic will do here
+    rows = "\n".join(f"      - {r.tolist()}" for r in T)
+    (tmp_path / "cal.yaml").write_text(f"cameras:\n  {extra}:\n    T_cam_lidar:\n{rows}\n")
+    parser = argparse.ArgumentParser(prog="drive-segment")
+    drives.add_cli(parser.add_subparsers(dest="command"))
+    args = parser.parse_args(["inspect", str(fb.path), "--json", "--calibration", str(tmp_path / "cal.yaml"),
+                              "--camera-info-topic", f"{extra}=/camera_front/camera_info"])
+    assert args.func(args) == 0
+    s = __import__("json").loads(capsys.readouterr().out)
+    assert extra in s["image_topics"] and not s["skipped_cameras"]
+    assert s["cameras"][extra]["transform_source"].startswith("calibration")
+    assert s["pairing"]["per_camera"][extra]["paired"] == 7
+    with pytest.raises(DriveSegmentError, match="--camera-info-topic: 1 plain topic"):
+        drives.camera_info_topics_arg(None, ["/camera_front/camera_info"])
+    assert drives.camera_info_topics_arg(["/a"], ["/a_info"]) == ["/a_info"]

@@ -230,12 +230,18 @@ def test_forward_matches_segmenter_equations(released, size):
 
 def test_export_takes_the_imported_model(released, tmp_path):
     pytest.importorskip("onnxruntime")
+    from drive_segment_ros.inference.backends import load_model
     from drive_segment_ros.inference.export import export_onnx
 
     _, _, out = released
     report = export_onnx(out, tmp_path / "official.onnx", height=64, width=96)
     assert report["output_shape"][1] == 31
     assert report["max_abs_diff"] < 1e-3 and report["argmax_agreement"] > 0.99
+    # the deployed path (segmentation node, evaluation) picks the variant's windows up
+    for path, kind in ((out, "torch"), (tmp_path / "official.onnx", "onnxruntime")):
+        model = load_model(path, backend=kind, device="cpu", inference_mode="sliding")
+        assert model.sliding.window_size == (512, 512) and model.sliding.window_stride == (384, 384)
+        assert model.sliding.im_size == 1024
 
 
 def test_gpu_variant_and_strictness(tmp_path):
@@ -312,3 +318,17 @@ def test_cli_import_official(tmp_path, capsys):
                  "--out", str(tmp_path / "evil")]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "refusing to unpickle" in err and RAN == []
+
+
+def test_numpy1_scalar_names_are_allowed(tmp_path):
+    """Files pickled with numpy 1 (the 2022 release) name ``numpy.core.multiarray.scalar``."""
+    import zipfile
+
+    torch.save({"model": {"encoder.cls_token": torch.zeros(1, 1, D)}, "epoch": np.int64(3)}, tmp_path / "a.pth")
+    with zipfile.ZipFile(tmp_path / "a.pth") as src, zipfile.ZipFile(tmp_path / "b.pth", "w") as dst:
+        for name in src.namelist():
+            data = src.read(name)
+            if name.endswith("data.pkl"):
+                data = data.replace(b"numpy._core.multiarray", b"numpy.core.multiarray")
+            dst.writestr(name, data)
+    assert list(official.read_official_checkpoint(tmp_path / "b.pth")) == ["encoder.cls_token"]

@@ -573,3 +573,19 @@ def test_nuscenes_cam_front_dense_masks(nuscenes_dir):
     back = labels_to_points(smap, pts, cam, T)
     got = back >= 0
     assert got.sum() > 2000 and (back[got] == ids[got]).mean() > 0.9
+
+
+def test_point_rounding_onto_the_right_edge_in_float32_is_not_valid():
+    """A float64 u just below W - 0.5 rounds to W - 0.5 in float32: it must not be valid (it would index column W)."""
+    from drive_segment_ros.projection import pixel_indices, project_points
+    from drive_segment_ros.types import CameraModel
+
+    W, H = 1242, 375
+    K = np.array([[700.0, 0, 600], [0, 700.0, 180], [0, 0, 1]])
+    cam = CameraModel(K=K, D=np.zeros(5), width=W, height=H)
+    u = np.nextafter(W - 0.5, 0)
+    assert np.float32(u) == np.float32(W - 0.5)
+    x = (u - 600) / 700 * 10
+    proj = project_points(np.array([[x, 0.0, 10.0]]), cam, np.eye(4))
+    rows, cols = pixel_indices(proj.uv)
+    assert not proj.valid[0] or cols[0] < W

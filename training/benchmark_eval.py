@@ -15,17 +15,26 @@ figures (:data:`PAPER_TABLE`).
 """
 from __future__ import annotations
 
+import argparse
 import json
 import logging
 import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Dict, Iterable, List, Optional, Sequence, Tuple, Union
+from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
 
+import cv2
 import numpy as np
+from tqdm import tqdm
 
+from drive_segment_ros.inference.backends import load_model
 from drive_segment_ros.types import DriveSegmentError
+from drive_segment_training.benchmarks import DATASETS, find_datasets, load_dataset
+from drive_segment_training.data import data_dir
+from drive_segment_training.evaluation import (
+    confusion_matrix, hungarian_match, majority_match, metrics_to_json, plot_confusion, segmentation_metrics)
+from drive_segment_training.labels import label_set as get_label_set
 
 LOG = logging.getLogger(__name__)
 
@@ -95,8 +104,6 @@ class StreamingConfusion:
     """
 
     def __init__(self, n_pred: int, label_sets: Sequence[str]) -> None:
-        from drive_segment_training.labels import label_set as get_label_set
-
         if int(n_pred) < 1:
             raise DriveSegmentError(f"n_pred must be >= 1, got {n_pred}")
         if not label_sets:
@@ -109,8 +116,6 @@ class StreamingConfusion:
 
     def update(self, pred: np.ndarray, gts: Dict[str, np.ndarray], group: str = "") -> None:
         """Add one image: ``pred`` (H, W) ids, ``gts[label_set]`` (H, W) gt ids (255 ignore)."""
-        from drive_segment_training.evaluation import confusion_matrix
-
         groups = (ALL,) if not group or group == ALL else (ALL, group)
         for ls in self.label_sets:
             c = confusion_matrix(pred, gts[ls], self.n_pred, self.n_gt[ls])
@@ -130,8 +135,6 @@ class StreamingConfusion:
     def metrics(self, label_set: str, group: str = ALL) -> Dict[str, Dict[str, object]]:
         """``{"hungarian": m, "majority": m}`` for one key; ``m`` as
         :func:`drive_segment_training.evaluation.evaluate_predictions` returns it."""
-        from drive_segment_training.evaluation import hungarian_match, majority_match, segmentation_metrics
-
         conf = self.conf.get((label_set, group))
         if conf is None:
             raise DriveSegmentError(f"no image of group {group!r} evaluated in {label_set}")
@@ -145,8 +148,6 @@ class StreamingConfusion:
 
 
 def _fit_width(img: np.ndarray, width: int, nearest: bool) -> np.ndarray:
-    import cv2
-
     h, w = img.shape[:2]
     if w <= width:
         return img
@@ -157,8 +158,6 @@ def _fit_width(img: np.ndarray, width: int, nearest: bool) -> np.ndarray:
 def _write_panels(out: Path, panels: List[Tuple[str, np.ndarray, np.ndarray, np.ndarray]], mapping: np.ndarray,
                   palette: np.ndarray) -> List[str]:
     """image | ground truth | prediction (Hungarian-matched colours), ignore / unmatched black."""
-    import cv2
-
     colours = np.zeros((256, 3), np.uint8)
     colours[: len(palette)] = palette
     lut = np.full(256, 255, np.uint8)
@@ -215,8 +214,6 @@ def evaluate_dataset(
         DriveSegmentError: a missing / unreadable / mismatched label or image (named), a
             prediction of the wrong shape or id range; nothing is written then.
     """
-    from tqdm import tqdm
-
     label_sets = tuple(label_sets or ("cityscapes19",))
     supported = dataset.label_sets()
     for ls in label_sets:
@@ -275,9 +272,6 @@ def evaluate_dataset(
 def write_outputs(result: Dict[str, object], out: Path, panels: Sequence[Tuple[str, np.ndarray, np.ndarray, np.ndarray]] = (),
                   plots: bool = True) -> None:
     """Write ``metrics.json``, confusion PNGs and prediction panels of one :func:`evaluate_dataset` result."""
-    from drive_segment_training.evaluation import metrics_to_json, plot_confusion
-    from drive_segment_training.labels import label_set as get_label_set
-
     out.mkdir(parents=True, exist_ok=True)
     js = {k: v for k, v in result.items() if k != "results"}
     js["results"] = {}
@@ -355,8 +349,6 @@ def run_suite(
     Raises:
         DriveSegmentError: no benchmark found, or any dataset's error (the run stops).
     """
-    from drive_segment_training.benchmarks import find_datasets, load_dataset
-
     found: Dict[str, Path] = dict(find_datasets(root)) if root is not None else {}
     found.update({k: Path(v) for k, v in (datasets or {}).items()})
     if not found:
@@ -429,8 +421,6 @@ class PredictionFolder:
         return self.folder / (sample.name.replace("/", "_") + ".png")
 
     def __call__(self, rgb: np.ndarray, sample) -> np.ndarray:
-        import cv2
-
         path = self.path_for(sample)
         img = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
         if img is None:
@@ -442,8 +432,6 @@ def model_predictor(args) -> Tuple[Predict, int, Dict[str, object]]:
     """``(predict, n_pred, extra)`` for ``args.model`` through the deployed
     :class:`~drive_segment_ros.inference.backends.SegmentationModel` (same pre/post-processing
     and inference mode as the node)."""
-    from drive_segment_ros.inference.backends import load_model
-
     sliding = {k: v for k, v in (("window_size", args.window), ("window_stride", args.stride),
                                   ("im_size", args.im_size), ("batch_size", args.window_batch)) if v is not None}
     model = load_model(args.model, backend=args.backend, device=args.device, inference_mode=args.inference_mode,
@@ -462,9 +450,6 @@ def model_predictor(args) -> Tuple[Predict, int, Dict[str, object]]:
 
 
 def _cmd_evaluate(args) -> int:
-    from drive_segment_training.benchmarks import find_datasets, load_dataset
-    from drive_segment_training.data import data_dir
-
     model = args.model_pos or args.model
     if (model is None) == (args.predictions is None):
         raise DriveSegmentError("give exactly one of MODEL (checkpoint dir, .onnx or engine) or --predictions DIR")
@@ -505,8 +490,6 @@ def _cmd_evaluate(args) -> int:
 
 def add_cli(sub) -> None:
     """Register ``drive-segment evaluate`` (see :func:`_cmd_evaluate`)."""
-    from drive_segment_training.benchmarks import DATASETS
-
     p = sub.add_parser(
         "evaluate",
         help="unsupervised evaluation (Hungarian / majority mIoU) on Cityscapes, KITTI, ACDC, Dark Zurich, "
@@ -517,7 +500,7 @@ def add_cli(sub) -> None:
                     "Without --root: the Waymo sample frame in ../shared/data.",
     )
     p.add_argument("model_pos", nargs="?", default=None, metavar="MODEL", help="checkpoint directory, .onnx or TensorRT engine")
-    p.add_argument("--model", default=None, help=argparse_suppress())
+    p.add_argument("--model", default=None, help=argparse.SUPPRESS)
     p.add_argument("--predictions", default=None, metavar="DIR", help="evaluate saved predictions: DIR/<image name>.png uint8 ids")
     p.add_argument("--n-pred", type=int, default=None, help="number of predicted classes (with --predictions)")
     p.add_argument("--dataset", default=None, choices=DATASETS, help="benchmark layout (default: detected from --root)")
@@ -539,8 +522,3 @@ def add_cli(sub) -> None:
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=_cmd_evaluate)
 
-
-def argparse_suppress():
-    import argparse
-
-    return argparse.SUPPRESS

@@ -36,9 +36,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
 
+import cv2
 import numpy as np
 
-from drive_segment_ros.types import DriveSegmentError
+from drive_segment_ros.types import IGNORE_INDEX, DriveSegmentError
+from drive_segment_training.labels import (
+    cityscapes_labelid_to_27, cityscapes_labelid_to_trainid, label_set as get_label_set, load_waymo_mapping)
 
 LOG = logging.getLogger(__name__)
 
@@ -117,8 +120,6 @@ class BenchmarkDataset:
             DriveSegmentError: unreadable image or label (the file is named), a label whose size
                 differs from the image, or ``cityscapes27`` asked of a trainId label.
         """
-        import cv2
-
         bgr = cv2.imread(str(sample.image), cv2.IMREAD_COLOR)
         if bgr is None:
             raise DriveSegmentError(f"{self.name}: cannot read image {sample.image}")
@@ -152,9 +153,6 @@ def label_lut(label_kind: str, label_set: str, waymo_mapping: Optional[PathLike]
         DriveSegmentError: unknown label set or kind, or ``cityscapes27`` from trainIds (that
             file has lost the 8 classes that only the 27-class set evaluates).
     """
-    from drive_segment_training.labels import (
-        IGNORE_INDEX, cityscapes_labelid_to_27, cityscapes_labelid_to_trainid, label_set as get_label_set, load_waymo_mapping)
-
     names, _ = get_label_set(label_set)
     key_set = "cityscapes19" if len(names) == 19 else "cityscapes27"
     key = (label_kind, key_set, str(waymo_mapping))

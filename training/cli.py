@@ -24,7 +24,7 @@ CLI_MODULES = (
     "drive_segment_training.pseudo_labels",    # pseudo-label
     "drive_segment_training.ray_pseudo_labels",  # pseudo-label --ray (adds the Ray options)
     "drive_segment_training.train_cli",        # train-teacher, train-student
-    "drive_segment_training.evaluation",       # evaluate
+    "drive_segment_training.benchmark_eval",   # evaluate
     "drive_segment_training.demo",             # demo
     "drive_segment_training.export_cli",       # export, build-engine
     "drive_segment_training.official",         # import-official (the authors' released checkpoint)
@@ -41,6 +41,7 @@ Stages, in order (each reads what the previous wrote):
   train-teacher / train-student   Segmenter teacher on partial labels, then cross-modal distillation to a student
   evaluate                        Hungarian-matched mIoU / pixel accuracy on labelled images
   export / build-engine           ONNX export (checked with ONNX Runtime) and TensorRT engine build
+  import-official                 the authors' released segmenter_nusc.pth -> a checkpoint folder
   demo                            all of the above on the real samples in ../shared/data, HTML report
 """
 

@@ -7,8 +7,11 @@ Stages (Drive&Segment, Vobecky et al., ECCV 2022 / IJCV 2025; see ``docs/METHOD.
 3. per-segment backbone features + k-means -> pseudo-classes -> partial pseudo-labels;
 4. Segmenter teacher on the partial labels; 5. student distilled from the LiDAR-refined teacher
    predictions (EMA teacher, soft targets);
-6. evaluation on the Waymo labelled images, never trained on (Hungarian and many-to-one matching,
-   mIoU, pixel accuracy), with the per-pixel k-means baseline on the same backbone and k;
+6. evaluation on the labelled KITTI semantics frames and Waymo images, never trained on, through
+   the deployed ``SegmentationModel`` with sliding-window inference (the released model's protocol),
+   streamed image by image (:mod:`drive_segment_training.benchmark_eval`: Hungarian and many-to-one
+   matching, mIoU, pixel accuracy, images/s), printed in the paper's table layout beside the
+   published Drive&Segment figures, with the per-pixel k-means baseline on the same backbone and k;
 7. ``OUT/report.html`` with overlays, metrics, confusion matrices and the backbone used.
 
 Three real scenes are far too few for good accuracy: the point is that every stage runs for real
@@ -35,9 +38,12 @@ from drive_segment_ros.models.backbones import build_backbone
 from drive_segment_ros.types import DriveSegmentError
 from drive_segment_ros.visualization import overlay, palette
 from drive_segment_training.baseline import fit_pixel_kmeans, predict_pixel_kmeans
+from drive_segment_training.benchmark_eval import PAPER_TABLE, evaluate_dataset, format_paper_table, paper_table_rows, summary_line
+from drive_segment_training.benchmarks import load_dataset
 from drive_segment_training.data import data_dir
 from drive_segment_training.datasets import read_image
-from drive_segment_training.evaluation import evaluate_predictions, metrics_to_json, plot_confusion
+from drive_segment_training.evaluation import evaluate_predictions
+from drive_segment_training.figures import write_ego_motion_figures
 from drive_segment_training.importers import import_kitti, import_nuscenes
 from drive_segment_training.labels import label_set, load_waymo_eval
 from drive_segment_training.proposals_stage import run_proposals
@@ -59,7 +65,11 @@ class DemoConfig(ConfigBase):
         backbone / backbone_weights: feature backbone for pseudo-labels, baseline and models.
         k: number of pseudo-classes (k-means clusters).
         teacher_iterations / student_iterations: optimiser steps of each stage.
-        crop_size: (h, w) training crop; eval_size: (h, w) network input for evaluation/prediction.
+        crop_size: (h, w) training crop; eval_size: (h, w) network input of the baseline, the
+            prediction overlays and the ONNX deployment check.
+        inference_mode: how teacher / student are evaluated (``sliding``: windows of the model input
+            size averaged over overlaps, the released model's protocol; ``whole``: one pass).
+        eval_max_images: evaluate only the first N KITTI semantics frames (``None``: all 100).
         batch_size, seed, device: training settings (device "auto" uses CUDA when present).
     """
 
@@ -72,6 +82,8 @@ class DemoConfig(ConfigBase):
     student_iterations: int = 100
     crop_size: Tuple[int, int] = (256, 512)
     eval_size: Tuple[int, int] = (384, 576)
+    inference_mode: str = "sliding"
+    eval_max_images: Optional[int] = None
     batch_size: int = 4
     seed: int = 0
     device: str = "auto"
@@ -88,6 +100,10 @@ class DemoConfig(ConfigBase):
         for key in ("crop_size", "eval_size"):
             if len(getattr(self, key)) != 2 or min(getattr(self, key)) < 8:
                 raise DriveSegmentError(f"demo config: {key} must be (h, w) >= 8, got {getattr(self, key)}")
+        if self.inference_mode not in ("whole", "sliding"):
+            raise DriveSegmentError(f"demo config: inference_mode must be whole or sliding, got {self.inference_mode!r}")
+        if self.eval_max_images is not None and int(self.eval_max_images) < 1:
+            raise DriveSegmentError(f"demo config: eval_max_images must be >= 1 or null, got {self.eval_max_images}")
         if not 1 <= int(self.k) <= 255:
             raise DriveSegmentError(f"demo config: k must be in 1..255, got {self.k}")
         for key in ("teacher_iterations", "student_iterations", "batch_size"):
@@ -164,6 +180,8 @@ def run_demo(cfg: DemoConfig) -> Path:
         ]
     with _timed(timings, "2 proposals"):
         proposals = run_proposals(bags, out / "proposals")
+    with _timed(timings, "2b ego-motion figures"):  # nuScenes: /tf ego poses at the 7 sensor stamps
+        ego_rows = write_ego_motion_figures(bags[1], out / "ego_motion", max_figures=2)
     with _timed(timings, "3 pseudo-labels"):
         pseudo = run_pseudo_labelling(
             bags, out / "pseudo", k=cfg.k, backbone=cfg.backbone, backbone_weights=cfg.backbone_weights, seed=cfg.seed
@@ -179,39 +197,61 @@ def run_demo(cfg: DemoConfig) -> Path:
     backbone = build_backbone(cfg.backbone, weights=cfg.backbone_weights)
     n_pred = int(pseudo["k"])
     eval_dir = out / "eval"
-    with _timed(timings, "6 evaluation (Waymo)"):
-        items19 = load_waymo_eval(dirs["waymo"], target="cityscapes19")
-        items27 = load_waymo_eval(dirs["waymo"], target="cityscapes27")
+    benchmarks = {"kitti-semantics": root / "kitti_semantics", "waymo": dirs["waymo"]}
+    benchmarks = {k: v for k, v in benchmarks.items() if v.is_dir()}
+    with _timed(timings, "6 evaluation (" + ", ".join(benchmarks) + ")"):
+        items19 = load_waymo_eval(dirs["waymo"], target="cityscapes19")  # for the deployment check (step 7)
         train_images = [
             read_image(pseudo_dir, f) for f in pseudo["frames"]
         ]
         centroids = fit_pixel_kmeans(backbone, train_images, k=n_pred, seed=cfg.seed)
         predictors = {
-            "baseline": lambda rgb: predict_pixel_kmeans(backbone, centroids, _resize(rgb, cfg.eval_size), max_side=None)
+            "baseline": lambda rgb: _upsample_labels(
+                predict_pixel_kmeans(backbone, centroids, _resize(rgb, cfg.eval_size), max_side=None), rgb.shape[:2])
         }
         models = {}
+        extras: Dict[str, Dict[str, Any]] = {"baseline": {"inference_mode": "pixel k-means", "input_size": list(cfg.eval_size)}}
         for tag, ckpt in (("teacher", teacher_ckpt), ("student", student_ckpt)):
-            # the segmentation node's prediction path (SegmentationModel), at the evaluation size;
-            # "bilinear": logits resized before the argmax when the image is not at that size (overlays)
-            models[tag] = model = SegmentationModel(
+            # the segmentation node's prediction path (SegmentationModel), in the evaluation inference mode
+            model = load_model(ckpt, backend="torch", device="cpu", inference_mode=cfg.inference_mode)
+            predictors[tag] = lambda rgb, m=model: m.predict(rgb)[0]
+            extras[tag] = {"inference_mode": model.inference_mode}
+            if model.inference_mode == "sliding":
+                extras[tag]["sliding_window"] = model.sliding.to_dict()
+            # overlays on the training images: one pass at the evaluation size, logits resized before the argmax
+            models[tag] = SegmentationModel(
                 create_backend("torch", ckpt, device="cpu", input_size=tuple(cfg.eval_size)), mode="bilinear")
-            predictors[tag] = lambda rgb, m=model: m.predict(_resize(rgb, cfg.eval_size))[0]
+        bench: Dict[str, Dict[str, Any]] = {}
+        for tag, predict in predictors.items():
+            bench[tag] = {}
+            for name, folder in benchmarks.items():
+                ds = load_dataset(folder, name)
+                res = evaluate_dataset(
+                    predict, ds, n_pred, ("cityscapes19", "cityscapes27"), eval_dir / tag / name,
+                    max_images=cfg.eval_max_images if name == "kitti-semantics" else None, progress=False, tag=tag,
+                    extra={"backbone": backbone.name, "self_supervised": bool(backbone.self_supervised), **extras[tag]})
+                bench[tag][name] = res
+                LOG.info("demo: %s: %s", tag, summary_line(res))
+            (eval_dir / f"paper_table_{tag}.md").write_text(format_paper_table(bench[tag]) + "\n")
         results: Dict[str, Dict[str, Any]] = {}
         results27: Dict[str, Dict[str, Any]] = {}
-        for tag, predict in predictors.items():
-            preds = [_upsample_labels(predict(rgb), gt.shape) for _, rgb, gt in items19]
-            results[tag] = _score(tag, preds, items19, n_pred, "cityscapes19", eval_dir, backbone)
-            results27[tag] = _score(tag, preds, items27, n_pred, "cityscapes27", None, backbone)
+        for tag, per in bench.items():
+            waymo = per["waymo"]
+            results[tag] = {**waymo["results"]["cityscapes19"]["all"], "images": [c for c, _, _ in items19],
+                            "n_images": waymo["n_images"]}
+            results27[tag] = {**waymo["results"]["cityscapes27"]["all"], "n_images": waymo["n_images"]}
 
     with _timed(timings, "7 export (ONNX) + on-vehicle inference"):
         deploy = _deploy_check(student_ckpt, out, cfg, items19, n_pred)
 
     with _timed(timings, "8 report"):
         _prediction_overlays(models, pseudo, pseudo_dir, out / "predictions", cfg)
-        report = _write_report(cfg, out, backbone, proposals, pseudo, results, results27, timings, deploy)
+        report = _write_report(cfg, out, backbone, proposals, pseudo, results, results27, timings, deploy, ego_motion=ego_rows,
+                               bench=bench)
     summary = {
         "backbone": backbone.name,
         "self_supervised": bool(backbone.self_supervised),
+        "ego_motion": [{k: v for k, v in r.items() if k != "figure"} for r in ego_rows],
         "k": n_pred,
         "timings_s": timings,
         "metrics": {
@@ -219,6 +259,12 @@ def run_demo(cfg: DemoConfig) -> Path:
             for tag, r in results.items()
         },
         "metrics_cityscapes27": {tag: float(r["hungarian"]["mIoU"]) for tag, r in results27.items()},
+        "benchmarks": {
+            tag: {"paper_table": paper_table_rows(per),
+                  "images_per_s": {name: float(r["images_per_s"]) for name, r in per.items()},
+                  "n_images": {name: int(r["n_images"]) for name, r in per.items()}}
+            for tag, per in bench.items()
+        },
         "deploy": deploy,
         "config": {k: v for k, v in asdict(cfg).items()},
     }
@@ -237,50 +283,6 @@ def _upsample_labels(labels: np.ndarray, shape) -> np.ndarray:
     if labels.shape == tuple(shape):
         return labels
     return cv2.resize(labels, (int(shape[1]), int(shape[0])), interpolation=cv2.INTER_NEAREST)
-
-
-def _score(tag, preds, items, n_pred, label_set_name, out_dir, backbone) -> Dict[str, Any]:
-    """Hungarian + majority metrics of ``preds`` against ``items``' labels; files when ``out_dir``."""
-
-    names, pal = label_set(label_set_name)
-    gts = [gt for _, _, gt in items]
-    result: Dict[str, Any] = {"label_set": label_set_name, "images": [c for c, _, _ in items], "tag": tag}
-    for matching in ("hungarian", "majority"):
-        result[matching] = evaluate_predictions(preds, gts, n_pred, len(names), matching=matching)
-    LOG.info(
-        "%s on %d Waymo images (%s, backbone %s): mIoU %.1f%% (Hungarian), %.1f%% (majority), pixel acc %.1f%%",
-        tag, len(items), label_set_name, backbone.name, 100 * result["hungarian"]["mIoU"],
-        100 * result["majority"]["mIoU"], 100 * result["hungarian"]["pixel_accuracy"],
-    )
-    if out_dir is not None:
-        out_dir = Path(out_dir)
-        out_dir.mkdir(parents=True, exist_ok=True)
-        js = {"label_set": label_set_name, "tag": tag, "images": result["images"], "backbone": backbone.name,
-              "self_supervised": bool(backbone.self_supervised)}
-        for matching in ("hungarian", "majority"):
-            m = result[matching]
-            js[matching] = metrics_to_json(m, names)
-            plot_confusion(m["confusion"], m["mapping"], names, out_dir / f"confusion_{tag}_{matching}.png",
-                           title=f"{tag} ({backbone.name}): {matching}, mIoU {100 * m['mIoU']:.1f}%")
-        (out_dir / f"metrics_{tag}.json").write_text(json.dumps(js, indent=1, default=_json_default))
-        colours = np.zeros((256, 3), np.uint8)
-        colours[: len(pal)] = pal
-        mapping = result["hungarian"]["mapping"]
-        lut = np.where(mapping >= 0, mapping, 255).astype(np.uint8)
-        for (cam, rgb, gt), pred in zip(items, preds):
-            # image | ground truth | prediction (clusters coloured by their Hungarian-matched class)
-            vis = np.concatenate([rgb, colours[gt], colours[lut[pred]]], axis=1)
-            vis = cv2.resize(vis, (vis.shape[1] // 3, vis.shape[0] // 3), interpolation=cv2.INTER_AREA)
-            cv2.imwrite(str(out_dir / f"pred_{tag}_{cam}.png"), np.ascontiguousarray(vis[..., ::-1]))
-    return result
-
-
-def _json_default(obj):
-    if isinstance(obj, np.ndarray):
-        return obj.tolist()
-    if isinstance(obj, np.generic):
-        return obj.item()
-    raise TypeError(type(obj))
 
 
 def _deploy_check(student_ckpt, out: Path, cfg: DemoConfig, items, n_pred) -> Dict[str, Any]:
@@ -345,7 +347,54 @@ def _metric_rows(results: Dict[str, Dict[str, Any]]) -> List[List[object]]:
     return rows
 
 
-def _write_report(cfg, out: Path, backbone, proposals, pseudo, results, results27, timings, deploy) -> Path:
+def _benchmark_section(cfg, out: Path, bench: Dict[str, Dict[str, Any]]) -> Section:
+    """The paper's table layout (our Hungarian mIoU per model beside the published Drive&Segment
+    figures), evaluation throughput, and KITTI figures of the student."""
+    tags = list(bench)
+    rows_by_tag = {tag: paper_table_rows(per) for tag, per in bench.items()}
+    table_rows = []
+    for i, r in enumerate(PAPER_TABLE):
+        n = next((rows_by_tag[t][i]["n_images"] for t in tags if rows_by_tag[t][i]["n_images"] is not None), None)
+        table_rows.append([r.label, "-" if n is None else n]
+                          + ["-" if rows_by_tag[t][i]["ours_hungarian"] is None else rows_by_tag[t][i]["ours_hungarian"] for t in tags]
+                          + ["-" if r.published is None else r.published])
+    speed_rows = []
+    for tag, per in bench.items():
+        for name, res in per.items():
+            size = "1242x375 (KITTI)" if name == "kitti-semantics" else "1920x1280 / 1920x886 (Waymo)"
+            mode = res.get("inference_mode", "")
+            if mode == "sliding" and res.get("sliding_window"):
+                mode += f" {res['sliding_window']}"
+            speed_rows.append([tag, name, size, res["n_images"], res["images_per_s"], mode])
+    kitti = out / "eval" / "student" / "kitti-semantics"
+    return Section(
+        "Evaluation in the paper's table layout (KITTI semantics, Waymo; never trained on)",
+        paragraphs=[
+            "Every labelled image is predicted through the deployed SegmentationModel (teacher / student in "
+            f"'{cfg.inference_mode}' inference mode: windows of the network input size, logits averaged over "
+            "overlaps, the protocol of the released Drive&Segment model) and added to one confusion matrix per "
+            "dataset; clusters are matched to the 19 Cityscapes classes once per dataset (Hungarian). "
+            "Rows marked '-' are benchmarks not present in the sample data (run `drive-segment evaluate MODEL "
+            "--suite paper --root DIR` on the downloaded datasets to fill them).",
+            "The last column is the published Drive&Segment result (ViT-S/16 DINO, trained on nuScenes; Vobecky "
+            "et al., ECCV 2022). This demo trains on 3 scenes with an ImageNet-supervised MobileNetV2 backbone, so "
+            "its figures are not comparable with the published ones: the table shows the protocol, not a reproduction.",
+            "Evaluation throughput on this CPU (end to end: reading PNGs, predicting, accumulating), below.",
+        ],
+        tables=[
+            Table(["benchmark", "images"] + [f"{t} mIoU %" for t in tags] + ["Drive&Segment (paper) mIoU %"], table_rows,
+                  float_fmt="{:.1f}"),
+            Table(["model", "dataset", "image size", "images", "images/s", "inference"], speed_rows, float_fmt="{:.2f}",
+                  caption="evaluation throughput on this machine's CPU"),
+        ],
+        figures=[Figure(kitti / "confusion_cityscapes19_all_hungarian.png", "student, KITTI semantics: confusion (Hungarian)")]
+        + [Figure(p, f"student, KITTI {p.stem.split('_', 2)[-1]}: image | ground truth | prediction")
+           for p in sorted(kitti.glob("panel_*.png"))],
+    )
+
+
+def _write_report(cfg, out: Path, backbone, proposals, pseudo, results, results27, timings, deploy, ego_motion=None,
+                  bench=None) -> Path:
 
     names19, _ = label_set("cityscapes19")
     sections: List[Section] = []
@@ -400,16 +449,18 @@ def _write_report(cfg, out: Path, backbone, proposals, pseudo, results, results2
                 ),
             ],
             figures=[
-                Figure(out / "eval" / f"confusion_{t}_hungarian.png", f"confusion matrix, {t}")
+                Figure(out / "eval" / t / "waymo" / "confusion_cityscapes19_all_hungarian.png", f"confusion matrix, {t}")
                 for t in ("baseline", "teacher", "student")
             ]
             + [
-                Figure(out / "eval" / f"pred_{t}_{cam}.png", f"{t}, Waymo {cam}")
-                for cam in ("FRONT", "FRONT_LEFT")
+                Figure(p, f"{t}, Waymo {p.stem.split('_', 2)[-1]}")
                 for t in ("baseline", "teacher", "student")
+                for p in sorted((out / "eval" / t / "waymo").glob("panel_0[01]_*.png"))
             ],
         )
     )
+    if bench:
+        sections.append(_benchmark_section(cfg, out, bench))
     prop_figs = [Figure(p, p.stem) for p in sorted((out / "proposals").glob("*_overlay.png"))]
     prop_rows = [
         [f.get("name"), f.get("n_segments"), f.get("ground_fraction"), f.get("coverage"), f.get("dt_ms", "")]
@@ -423,6 +474,28 @@ def _write_report(cfg, out: Path, backbone, proposals, pseudo, results, results2
             figures=prop_figs,
         )
     )
+    if ego_motion:
+        sections.append(
+            Section(
+                "Ego-motion compensation: projected segments with compensation off vs on (nuScenes)",
+                paragraphs=[
+                    "The cameras fire up to 43 ms before the LiDAR sweep's stamp while the car moves. The importer "
+                    "writes the ego poses at the 7 sensor stamps on /tf (derived from the dataset's compensated "
+                    "lidar2cam); the drive reader then uses T_cam_base @ T_base(t_img)_odom @ T_odom_base(t_scan) "
+                    "@ T_base_lidar per pair, which reproduces nuScenes' lidar2cam to 1e-4 m (tested). Figures: "
+                    "object-segment boundaries with the static extrinsic (red) and the compensated one (green), "
+                    "yellow where they agree; rows sorted by |dt|.",
+                ],
+                tables=[Table(
+                    ["camera", "scan - image dt ms", "ego motion m", "median point shift px", "max shift px",
+                     "segment-map pixels changed"],
+                    [[r["image_topic"].split("/")[2] if r["image_topic"].count("/") > 2 else r["image_topic"], r["dt_ms"],
+                      r["ego_translation_m"], r["shift_px_median"], r["shift_px_max"], r["changed_pixels"]] for r in ego_motion],
+                    float_fmt="{:.2f}",
+                )],
+                figures=[Figure(Path(r["figure"]), Path(r["figure"]).stem) for r in ego_motion if r.get("figure")],
+            )
+        )
     sections.append(
         Section(
             "Pseudo-labels (partial; unlabelled pixels not shown)",

@@ -11,24 +11,23 @@ the protocol of IIC / PiCIE / STEGO):
 
 ``mIoU`` is averaged over the classes present in the ground truth; values are fractions in
 [0, 1] (multiply by 100 for the percentages papers print).
+
+The streaming evaluation of a model on the benchmarks (``drive-segment evaluate``) is
+:mod:`drive_segment_training.benchmark_eval`; it accumulates :func:`confusion_matrix` image by
+image and scores with the functions here.
 """
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
 from typing import Dict, Iterable, Optional, Sequence, Union
 
-import cv2
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from scipy.optimize import linear_sum_assignment
 
-from drive_segment_ros.inference.backends import load_model
 from drive_segment_ros.types import IGNORE_INDEX, DriveSegmentError
-from drive_segment_training.data import data_dir
-from drive_segment_training.labels import label_set as get_label_set, load_waymo_eval
 
 LOG = logging.getLogger(__name__)
 
@@ -266,122 +265,3 @@ def metrics_to_json(metrics: Dict[str, object], class_names: Optional[Sequence[s
     if class_names is not None and "per_class_iou" in out:
         out["per_class_iou_named"] = dict(zip(class_names, out["per_class_iou"]))
     return out
-
-
-# --------------------------------------------------------------------------------------------
-# evaluation of a model / saved predictions on the labelled Waymo images (CLI ``evaluate``)
-# --------------------------------------------------------------------------------------------
-def evaluate_on_waymo(
-    predict,
-    waymo_dir: Union[str, Path],
-    n_pred: int,
-    label_set: str = "cityscapes19",
-    out_dir: Union[str, Path, None] = None,
-    tag: str = "model",
-    extra: Optional[Dict[str, object]] = None,
-) -> Dict[str, object]:
-    """Predict every labelled Waymo camera image and score it with both matchings.
-
-    Args:
-        predict: callable ``rgb (H,W,3) uint8 -> (H,W) int`` cluster ids in ``[0, n_pred)``.
-        waymo_dir: folder with ``frame.json`` (:func:`~drive_segment_training.labels.load_waymo_eval`).
-        n_pred: number of predicted classes (model outputs / k).
-        label_set: ``"cityscapes19"`` or ``"cityscapes27"``.
-        out_dir: when given, writes ``metrics_<tag>.json``, ``confusion_<tag>_<matching>.png`` and
-            ``pred_<tag>_<camera>.png`` (matched Cityscapes colours, ignore = black).
-        tag: name of what is evaluated (file names, JSON).
-        extra: more keys for the JSON (e.g. backbone, self_supervised).
-
-    Returns:
-        ``{"hungarian": metrics, "majority": metrics, "label_set", "images", ...}`` where each
-        metrics dict is :func:`evaluate_predictions`' output (numpy arrays kept).
-    """
-    names, pal = get_label_set(label_set)
-    items = load_waymo_eval(waymo_dir, target="cityscapes19" if len(names) == 19 else "cityscapes27")
-    preds = []
-    for cam, rgb, gt in items:
-        pred = np.asarray(predict(rgb))
-        if pred.shape != gt.shape:
-            raise DriveSegmentError(f"prediction for {cam} has shape {pred.shape}, expected {gt.shape}")
-        preds.append(pred)
-    result: Dict[str, object] = {"label_set": label_set, "images": [c for c, _, _ in items], "tag": tag, **(extra or {})}
-    for matching in ("hungarian", "majority"):
-        result[matching] = evaluate_predictions(preds, [g for _, _, g in items], n_pred, len(names), matching=matching)
-    h = result["hungarian"]
-    LOG.info("%s on %d Waymo images (%s): mIoU %.1f%% (Hungarian), %.1f%% (majority), pixel acc %.1f%%", tag,
-             len(items), label_set, 100 * h["mIoU"], 100 * result["majority"]["mIoU"], 100 * h["pixel_accuracy"])
-    if out_dir is not None:
-        out = Path(out_dir)
-        out.mkdir(parents=True, exist_ok=True)
-        js = {k: v for k, v in result.items() if k not in ("hungarian", "majority")}
-        for matching in ("hungarian", "majority"):
-            m = result[matching]
-            js[matching] = metrics_to_json(m, names)
-            plot_confusion(m["confusion"], m["mapping"], names, out / f"confusion_{tag}_{matching}.png",
-                           title=f"{tag}: {matching}, mIoU {100 * m['mIoU']:.1f}%")
-        (out / f"metrics_{tag}.json").write_text(json.dumps(js, indent=1))
-        colours = np.zeros((256, 3), np.uint8)
-        colours[: len(pal)] = pal
-        mapping = result["hungarian"]["mapping"]
-        lut = np.where(mapping >= 0, mapping, 255).astype(np.uint8)
-        for (cam, _, _), pred in zip(items, preds):
-            vis = colours[lut[pred]]
-            cv2.imwrite(str(out / f"pred_{tag}_{cam}.png"), np.ascontiguousarray(vis[..., ::-1]))
-    return result
-
-
-def _cmd_evaluate(args) -> int:
-    waymo = Path(args.data) if args.data else Path(data_dir()) / "waymo_pvps_one_frame"
-    if (args.model is None) == (args.predictions is None):
-        raise DriveSegmentError("give exactly one of --model PATH or --predictions DIR")
-    if args.model is not None:
-        model = load_model(args.model, backend=args.backend, device=args.device)
-        n_pred = model.n_classes
-        tag = args.tag or "model"
-
-        def predict(rgb):
-            return model.predict(rgb)[0]
-    else:
-        pred_dir = Path(args.predictions)
-        if not pred_dir.is_dir():
-            raise DriveSegmentError(f"predictions folder {pred_dir} not found")
-        if args.n_pred is None:
-            raise DriveSegmentError("--predictions needs --n-pred (number of predicted classes)")
-        n_pred = int(args.n_pred)
-        tag = args.tag or "predictions"
-        camera_iter = iter(json.loads((waymo / "frame.json").read_text()).get("cameras", {}))
-
-        def predict(rgb):
-            cam = next(camera_iter)
-            path = pred_dir / f"{cam}.png"
-            img = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
-            if img is None:
-                raise DriveSegmentError(f"no prediction {path} (uint8 class-id PNG per Waymo camera)")
-            return img if img.ndim == 2 else img[..., 0]
-
-    res = evaluate_on_waymo(predict, waymo, n_pred, args.label_set, args.out, tag=tag)
-    for matching in ("hungarian", "majority"):
-        m = res[matching]
-        print(f"{tag} [{args.label_set}, {matching}]: mIoU {100 * m['mIoU']:.2f}%  pixel acc {100 * m['pixel_accuracy']:.2f}%"
-              f"  ({m['n_classes_present']} classes present, {m['n_images']} images)")
-    return 0
-
-
-def add_cli(sub) -> None:
-    """Register ``drive-segment evaluate (--model PATH | --predictions DIR --n-pred N) [--data WAYMO] ...``."""
-    p = sub.add_parser(
-        "evaluate",
-        help="unsupervised evaluation (Hungarian / majority matching, mIoU) on labelled Waymo images",
-        description="Predict the labelled Waymo camera images (Waymo classes mapped to Cityscapes via "
-                    "config/waymo_to_cityscapes.yaml), match predicted classes to ground truth and report mIoU.",
-    )
-    p.add_argument("--model", default=None, help="checkpoint directory, .onnx or TensorRT engine")
-    p.add_argument("--predictions", default=None, metavar="DIR", help="folder of <CAMERA>.png uint8 class-id maps")
-    p.add_argument("--n-pred", type=int, default=None, help="number of predicted classes (with --predictions)")
-    p.add_argument("--data", default=None, help="Waymo folder with frame.json (default ../shared/data/waymo_pvps_one_frame)")
-    p.add_argument("--label-set", default="cityscapes19", choices=["cityscapes19", "cityscapes27"])
-    p.add_argument("--out", default=None, help="write metrics JSON, confusion PNGs and prediction PNGs here")
-    p.add_argument("--tag", default=None, help="name used in output files")
-    p.add_argument("--backend", default="auto", help="inference backend: auto, torch, onnxruntime, tensorrt")
-    p.add_argument("--device", default="auto")
-    p.set_defaults(func=_cmd_evaluate)

@@ -22,6 +22,13 @@ and ``base_link -> CAM_*_optical`` is ``cam2ego`` (static extrinsics; nuScenes c
 already optical). The per-keyframe ``lidar2cam`` in calib.json is ego-motion compensated between
 the LiDAR and camera timestamps, so it differs from ``cam2ego^-1 @ lidar2ego`` by up to ~0.3 m;
 ``extrinsics="keyframe"`` writes ``LIDAR_TOP -> CAM_*_optical = lidar2cam^-1`` instead.
+
+Ego poses (``extrinsics="static"``, ``ego_poses=True``): calib.json gives ``ego2global`` only at
+the LiDAR time, but each camera's compensated ``lidar2cam`` fixes the ego pose at that camera's time:
+``T_odom_base(t_cam) = ego2global @ lidar2ego @ lidar2cam^-1 @ cam2ego^-1``
+(:func:`drive_segment_ros.ego_motion.ego_pose_from_compensated`). The 7 poses go on ``/tf`` as
+``odom -> base_link`` (REP 105; nuScenes' global frame plays ``odom``), so the drive reader's
+ego-motion compensation reproduces each camera's ``lidar2cam`` from the static mountings.
 """
 from __future__ import annotations
 
@@ -38,6 +45,7 @@ import numpy as np
 from rosbags.interfaces import Qos, QosDurability, QosHistory, QosLiveliness, QosReliability, QosTime
 from rosbags.rosbag2 import StoragePlugin, Writer
 
+from drive_segment_ros.ego_motion import ego_pose_from_compensated
 from drive_segment_ros.geometry import invert_transform
 from drive_segment_ros.ros.camera_info import camera_info_msg, transform_stamped
 from drive_segment_ros.ros.image import encoded_to_compressed_msg, rgb_to_image_msg
@@ -219,18 +227,23 @@ def import_nuscenes(
     storage: str = "sqlite3",
     extrinsics: str = "static",
     overwrite: bool = False,
+    ego_poses: bool = True,
 ) -> Path:
     """Write a nuScenes keyframe (6 camera JPEGs, LIDAR_TOP ``.pcd.bin``, ``calib.json``) as a ROS 2 bag.
 
     Topics: ``/nuscenes/<CAM>/image_raw/compressed`` (CompressedImage, original JPEG bytes, frame
     ``<CAM>_optical``), ``/nuscenes/<CAM>/camera_info`` (K = cam2img, D = 0: nuScenes images are
     undistorted), ``/nuscenes/LIDAR_TOP/points`` (x y z intensity float32 + ring uint16, frame
-    ``LIDAR_TOP``), ``/tf_static``. Stamps: the file-name microsecond timestamps (x 1000 ns).
+    ``LIDAR_TOP``), ``/tf_static``, and with ``ego_poses`` (static extrinsics only) ``/tf``
+``odom -> base_link`` at the LiDAR and each camera stamp. Stamps: the file-name microsecond
+timestamps (x 1000 ns).
 
     Args:
         extrinsics: ``"static"`` (``base_link -> LIDAR_TOP`` = lidar2ego, ``base_link -> <CAM>_optical``
             = cam2ego) or ``"keyframe"`` (``LIDAR_TOP -> <CAM>_optical`` = lidar2cam^-1, ego-motion
             compensated for this keyframe).
+        ego_poses: with ``"static"``, write the ego poses at the 7 sensor stamps on ``/tf`` (see the
+            module doc); ignored with ``"keyframe"`` (already compensated).
 
     Returns:
         Path of the bag directory.
@@ -261,6 +274,10 @@ def import_nuscenes(
     first_stamp = lidar_stamp
     transforms = []
     records = []
+    poses = []  # (stamp, T_odom_base)
+    if extrinsics == "static" and ego_poses:
+        E_lidar = _matrix(calib.get("ego2global"), (4, 4), "nuScenes ego2global")
+        poses.append((lidar_stamp, E_lidar))
     for name in [c for c in NUSCENES_CAMERAS if c in cams] + sorted(set(cams) - set(NUSCENES_CAMERAS)):
         cam = cams[name]
         path = src / cam.get("image_file", "")
@@ -277,8 +294,11 @@ def import_nuscenes(
         frame = f"{name}_optical"
         camera = CameraModel(K=K, D=np.zeros(5), width=width, height=height, frame_id=frame)
         if extrinsics == "static":
-            transforms.append(transform_stamped(_matrix(cam.get("cam2ego"), (4, 4), f"nuScenes {name} cam2ego"),
-                                                "base_link", frame, 0, t))
+            cam2ego = _matrix(cam.get("cam2ego"), (4, 4), f"nuScenes {name} cam2ego")
+            transforms.append(transform_stamped(cam2ego, "base_link", frame, 0, t))
+            if ego_poses:
+                l2c = _matrix(cam.get("lidar2cam"), (4, 4), f"nuScenes {name} lidar2cam")
+                poses.append((stamp, ego_pose_from_compensated(E_lidar, T_ego_lidar, cam2ego, l2c)))
         else:
             l2c = _matrix(cam.get("lidar2cam"), (4, 4), f"nuScenes {name} lidar2cam")
             transforms.append(transform_stamped(invert_transform(l2c), "LIDAR_TOP", frame, 0, t))
@@ -289,6 +309,8 @@ def import_nuscenes(
     for tr in transforms:
         tr.header.stamp = base.header.stamp
     w.add("/tf_static", first_stamp, t.TFMessage(transforms=transforms))
+    for stamp, pose in sorted(poses, key=lambda p: p[0]):
+        w.add("/tf", stamp, t.TFMessage(transforms=[transform_stamped(pose, "odom", "base_link", stamp, t)]))
     for topic, stamp, msg in records:
         w.add(topic, stamp, msg)
     cloud = points_to_pointcloud2(scan[:, :4], "LIDAR_TOP", lidar_stamp, t, rings=scan[:, 4].astype(np.uint16))
@@ -306,7 +328,8 @@ def _cmd_import_kitti(args: argparse.Namespace) -> int:
 
 
 def _cmd_import_nuscenes(args: argparse.Namespace) -> int:
-    path = import_nuscenes(args.src, args.out, storage=args.storage, extrinsics=args.extrinsics, overwrite=args.overwrite)
+    path = import_nuscenes(args.src, args.out, storage=args.storage, extrinsics=args.extrinsics, overwrite=args.overwrite,
+                           ego_poses=not args.no_ego_poses)
     print(path)
     return 0
 
@@ -325,6 +348,8 @@ def add_cli(sub) -> None:
     p.add_argument("--out", required=True, help="bag directory to create")
     p.add_argument("--storage", choices=("sqlite3", "mcap"), default="sqlite3")
     p.add_argument("--extrinsics", choices=("static", "keyframe"), default="static",
-                   help="static: cam2ego/lidar2ego; keyframe: ego-motion compensated lidar2cam")
+                   help="static: cam2ego/lidar2ego (+ ego poses on /tf); keyframe: ego-motion compensated lidar2cam")
+    p.add_argument("--no-ego-poses", action="store_true",
+                   help="do not write the ego poses at the sensor stamps on /tf (static extrinsics only)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output bag")
     p.set_defaults(func=_cmd_import_nuscenes)

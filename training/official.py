@@ -44,6 +44,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import importlib
 import logging
 import re
 from dataclasses import dataclass
@@ -51,8 +52,15 @@ from pathlib import Path
 from typing import Any, Dict, Mapping, Optional, Tuple, Union
 
 import numpy as np
+import torch
+import yaml
+from safetensors.torch import load_file
 
+from drive_segment_ros.inference.sliding_window import SlidingWindowConfig
+from drive_segment_ros.models.checkpoint import save_checkpoint
+from drive_segment_ros.models.segmenter import SegmenterConfig, build_segmenter
 from drive_segment_ros.types import DriveSegmentError
+from drive_segment_training.labels import label_set
 
 LOG = logging.getLogger(__name__)
 
@@ -83,8 +91,6 @@ LABEL_MAPPINGS: Dict[str, Dict[int, int]] = {"drive_and_segment_nusc": NUSC_TO_C
 # Variant file
 # --------------------------------------------------------------------------------------------
 def _variant_loader():
-    import yaml
-
     class _Loader(yaml.SafeLoader):
         """SafeLoader + ``!!python/tuple`` (a plain sequence; nothing else of python/*)."""
 
@@ -103,8 +109,6 @@ def load_variant(path: PathLike) -> Dict[str, Any]:
         DriveSegmentError: missing file, invalid YAML, a python tag other than tuple, or no
             ``net_kwargs`` mapping.
     """
-    import yaml
-
     path = Path(path)
     if not path.is_file():
         raise DriveSegmentError(f"variant file not found: {path}")
@@ -187,8 +191,6 @@ def parse_variant(data: Mapping[str, Any], source: str = "variant") -> OfficialV
 
 def segmenter_config(variant: OfficialVariant):
     """Our :class:`~drive_segment_ros.models.segmenter.SegmenterConfig` of the released model."""
-    from drive_segment_ros.models.segmenter import SegmenterConfig
-
     return SegmenterConfig(
         backbone=OFFICIAL_BACKBONES[variant.backbone], n_classes=variant.n_classes, decoder="mask_transformer",
         d_model=_VITS16["embed_dim"], n_layers=variant.decoder_layers, n_heads=_VITS16["embed_dim"] // 64,
@@ -238,17 +240,26 @@ def official_key_to_ours(key: str) -> Optional[str]:
 # Reading their file without executing pickled code
 # --------------------------------------------------------------------------------------------
 def _safe_numpy_globals() -> list:
-    """numpy globals that only rebuild data (scalars and dtypes in optimiser / scheduler states)."""
-    out = [np.dtype]
-    for mod_name in ("numpy.core.multiarray", "numpy._core.multiarray"):
+    """numpy globals that only rebuild data (scalars and dtypes in optimiser / scheduler states),
+    as ``torch.serialization.safe_globals`` entries; the scalar constructor is allowed under both
+    its numpy 2 name and the ``numpy.core`` name that files pickled with numpy 1 (2022) carry."""
+    out: list = [np.dtype]
+    for mod_name in ("numpy._core.multiarray", "numpy.core.multiarray"):  # numpy 2, numpy 1
         try:
-            import importlib
-
-            out.append(getattr(importlib.import_module(mod_name), "scalar"))
+            scalar = getattr(importlib.import_module(mod_name), "scalar")
+            break
         except (ImportError, AttributeError):
             continue
+    else:  # pragma: no cover - every numpy has one of the two
+        scalar = None
+    if scalar is not None:
+        out += [(scalar, "numpy.core.multiarray.scalar"), (scalar, "numpy._core.multiarray.scalar")]
     out.extend(v for v in vars(getattr(np, "dtypes", object)).values() if isinstance(v, type))
     return out
+
+
+def _global_names(entries: list) -> set:
+    return {e[1] if isinstance(e, tuple) else f"{e.__module__}.{e.__qualname__}" for e in entries}
 
 
 def read_official_checkpoint(path: PathLike) -> Dict[str, Any]:
@@ -265,14 +276,10 @@ def read_official_checkpoint(path: PathLike) -> Dict[str, Any]:
         DriveSegmentError: missing / unreadable file; a file that needs other pickled objects
             (one line naming them; nothing of it is executed); no ``model`` state dict of tensors.
     """
-    import torch
-
     path = Path(path)
     if not path.is_file():
         raise DriveSegmentError(f"checkpoint not found: {path}")
     if path.suffix.lower() == ".safetensors":
-        from safetensors.torch import load_file
-
         try:
             state = load_file(str(path), device="cpu")
         except Exception as exc:
@@ -287,7 +294,7 @@ def read_official_checkpoint(path: PathLike) -> Dict[str, Any]:
                 needed = torch.serialization.get_unsafe_globals_in_checkpoint(str(path))
             except Exception:
                 pass
-            allowed = {f"{g.__module__}.{g.__qualname__}" for g in _safe_numpy_globals()}
+            allowed = _global_names(_safe_numpy_globals())
             needed = [g for g in needed if g not in allowed]
             if needed:
                 raise DriveSegmentError(
@@ -319,8 +326,6 @@ def convert_state_dict(state: Mapping[str, Any], model) -> Dict[str, Any]:
         DriveSegmentError: unknown / duplicate / missing keys or shape mismatches (one line,
             a few examples of each).
     """
-    import torch
-
     own = model.state_dict()
     out: Dict[str, torch.Tensor] = {}
     unknown, bad_shape, duplicate = [], [], []
@@ -371,12 +376,6 @@ def import_official(checkpoint: PathLike, variant: PathLike, out_dir: PathLike) 
     Raises:
         DriveSegmentError: unreadable / unsafe files, unsupported variant, key or shape mismatch.
     """
-    import torch
-
-    from drive_segment_ros.inference.sliding_window import SlidingWindowConfig
-    from drive_segment_ros.models.checkpoint import save_checkpoint
-    from drive_segment_ros.models.segmenter import build_segmenter
-
     checkpoint, variant = Path(checkpoint), Path(variant)
     spec = parse_variant(load_variant(variant), source=str(variant))
     state = read_official_checkpoint(checkpoint)
@@ -433,8 +432,6 @@ def official_to_cityscapes(pred: np.ndarray, mapping: Mapping[int, int] = NUSC_T
 def colorize_official(pred: np.ndarray, mapping: Mapping[int, int] = NUSC_TO_CITYSCAPES) -> np.ndarray:
     """(H, W) pseudo-classes -> (H, W, 3) uint8 RGB in Cityscapes colours as the authors' demo
     shows them (their ``map2cs``): mapped classes in the Cityscapes palette, the rest black."""
-    from drive_segment_training.labels import label_set
-
     _, palette = label_set("cityscapes19")
     train = official_to_cityscapes(pred, mapping)
     rgb = np.zeros(train.shape + (3,), dtype=np.uint8)

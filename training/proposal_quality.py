@@ -43,6 +43,7 @@ against the box there; :func:`box_corners_velodyne` gives the box in the Velodyn
 """
 from __future__ import annotations
 
+import json
 import logging
 import math
 import time
@@ -52,6 +53,7 @@ from typing import Dict, Iterable, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
+from drive_segment_ros.proposals import ProposalConfig, segment_scan
 from drive_segment_ros.types import GROUND, DriveSegmentError
 
 LOG = logging.getLogger(__name__)
@@ -375,8 +377,6 @@ def box_outcome(labels: np.ndarray, in_box: np.ndarray, iou_threshold: float = 0
 # Datasets
 # --------------------------------------------------------------------------------------------
 def _config(config=None, backend: Optional[str] = None):
-    from drive_segment_ros.proposals import ProposalConfig
-
     if config is None:
         config = ProposalConfig()
     if backend is not None and backend != config.backend:
@@ -406,8 +406,6 @@ def evaluate_ground(root: PathLike, config=None, backend: Optional[str] = None,
     Raises:
         DriveSegmentError: no labelled scan, or a scan/label mismatch.
     """
-    from drive_segment_ros.proposals import segment_scan
-
     config = _config(config, backend)
     items = semantickitti_scans(root)
     if scans is not None:
@@ -491,8 +489,6 @@ def evaluate_objects(root: PathLike, config=None, backend: Optional[str] = None,
     Raises:
         DriveSegmentError: no complete frame, or malformed files.
     """
-    from drive_segment_ros.proposals import segment_scan
-
     config = _config(config, backend)
     classes = tuple(classes)
     frames = kitti_object_frames(root)
@@ -575,10 +571,6 @@ def run_quality(config=None, semantickitti: Optional[PathLike] = None, kitti_box
     Raises:
         DriveSegmentError: bad config or dataset folders.
     """
-    import json
-
-    from drive_segment_ros.proposals import ProposalConfig
-
     if config is not None and not isinstance(config, ProposalConfig):
         config = ProposalConfig.from_yaml(config)
     config = _config(config, backend)

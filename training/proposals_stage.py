@@ -32,8 +32,9 @@ from drive_segment_ros.proposals import ProposalConfig
 from drive_segment_ros.proposals.config import BACKENDS as _BACKENDS
 from drive_segment_ros.segment_map import compute_segment_map
 from drive_segment_ros.types import DriveSegmentError
-from drive_segment_training.drives import DriveReader
+from drive_segment_training.drives import DriveReader, add_bag_reading_args, camera_info_topics_arg
 from drive_segment_training.figures import draw_proposals
+from drive_segment_training.proposal_quality import run_quality
 
 LOG = logging.getLogger(__name__)
 
@@ -68,6 +69,8 @@ def run_proposals(
     backend: Optional[str] = None,
     max_frames: Optional[int] = None,
     overlays: bool = True,
+    camera_info_topics: Any = None,
+    ego_motion: str = "auto",
 ) -> Dict[str, Any]:
     """Compute and write segment maps for every paired frame of one or more bags.
 
@@ -76,7 +79,7 @@ def run_proposals(
         out_dir: output directory (created).
         proposal_config: ``ProposalConfig``, dict, YAML path, or ``None`` (defaults).
         projection_config: ``ProjectionConfig``, dict, YAML path, or ``None`` (defaults).
-        image_topics, lidar_topic, calibration, max_dt_ms: passed to ``DriveReader``.
+        image_topics, lidar_topic, calibration, max_dt_ms, camera_info_topics, ego_motion: passed to ``DriveReader``.
         backend: overrides ``proposal_config.backend`` (``range_image`` or ``dbscan``).
         max_frames: stop after this many frames in total (``None`` = all).
         overlays: write ``<name>_overlay.png``.
@@ -111,6 +114,7 @@ def run_proposals(
         reader = DriveReader(
             bag, image_topics=list(image_topics) if image_topics else None, lidar_topic=lidar_topic,
             calibration=calibration, max_dt_ms=max_dt_ms, progress=False,
+            camera_info_topics=camera_info_topics, ego_motion=ego_motion,
         )
         LOG.info("%s: cameras %s, lidar %s", bag, reader.image_topics, reader.lidar_topic)
         bar = tqdm(desc=f"proposals {bag.name}", unit="frame", leave=False)
@@ -183,10 +187,19 @@ def run_proposals(
 
 
 def _cmd_proposals(args: argparse.Namespace) -> int:
+    evaluate = args.eval_semantickitti is not None or args.eval_kitti_boxes is not None
+    if evaluate:  # score the proposal config on labelled LiDAR data (proposal_quality.py)
+        run_quality(args.config, semantickitti=args.eval_semantickitti, kitti_boxes=args.eval_kitti_boxes,
+                    backend=args.backend, out=args.out)
+        if not args.bags:
+            return 0
+    if not args.bags or args.out is None:
+        raise DriveSegmentError("proposals: give BAG(s) and --out DIR (or --eval-semantickitti / --eval-kitti-boxes)")
     index = run_proposals(
         args.bags, args.out, proposal_config=args.config, projection_config=args.projection_config,
         image_topics=args.image_topic, lidar_topic=args.lidar_topic, calibration=args.calibration,
         max_dt_ms=args.max_dt_ms, backend=args.backend, max_frames=args.max_frames, overlays=not args.no_overlay,
+        camera_info_topics=camera_info_topics_arg(args.image_topic, args.camera_info_topic), ego_motion=args.ego_motion,
     )
     fr = index["frames"]
     if fr:
@@ -210,16 +223,19 @@ def add_cli(sub) -> None:
             "OUT/<frame>_overlay.png and OUT/index.json."
         ),
     )
-    p.add_argument("bags", nargs="+", metavar="BAG", help="ROS 2 bag directory (sqlite3 / mcap) or ROS 1 .bag")
-    p.add_argument("--out", required=True, help="output directory")
+    p.add_argument("bags", nargs="*", metavar="BAG", help="ROS 2 bag directory (sqlite3 / mcap) or ROS 1 .bag")
+    p.add_argument("--out", default=None, help="output directory (required with BAGs)")
     p.add_argument("--config", default=None, help="proposal config YAML, e.g. config/proposals.yaml (default: built-in defaults)")
     p.add_argument("--projection-config", default=None,
                    help="projection config YAML, e.g. config/projection.yaml (default: built-in defaults)")
-    p.add_argument("--image-topic", action="append", default=None, help="image topic to use (repeatable; default: all)")
-    p.add_argument("--lidar-topic", default=None, help="PointCloud2 topic (default: auto)")
-    p.add_argument("--calibration", default=None, help="calibration YAML for bags without /tf_static")
-    p.add_argument("--max-dt-ms", type=float, default=50.0, help="largest image/scan stamp difference to pair (ms)")
+    add_bag_reading_args(p)  # --image-topic, --camera-info-topic, --lidar-topic, --calibration, --max-dt-ms, --ego-motion
     p.add_argument("--backend", choices=_BACKENDS, default=None, help="segmentation backend (overrides the config)")
     p.add_argument("--max-frames", type=int, default=None, help="stop after N frames in total")
     p.add_argument("--no-overlay", action="store_true", help="do not write overlay PNGs")
+    p.add_argument("--eval-semantickitti", metavar="DIR", default=None,
+                   help="score the config's ground on SemanticKITTI labels (DIR: [sequences/]SEQ/{velodyne,labels}); "
+                        "Patchwork++ protocol: precision / recall / F1")
+    p.add_argument("--eval-kitti-boxes", metavar="DIR", default=None,
+                   help="score object recall on KITTI 3D boxes (DIR: [training/]{velodyne,label_2,calib}); "
+                        "with --out, scores go to OUT/proposal_quality.json")
     p.set_defaults(func=_cmd_proposals)

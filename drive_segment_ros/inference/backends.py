@@ -32,7 +32,9 @@ import torch
 
 from drive_segment_ros.inference.preprocess import IMAGENET_MEAN, IMAGENET_STD, Preprocessor, postprocess
 from drive_segment_ros.devices import resolve_device
+from drive_segment_ros.inference.sliding_window import INFERENCE_MODES, METADATA_KEY as SLIDING_KEY, SlidingWindowConfig, sliding_logits
 from drive_segment_ros.models.checkpoint import load_segmenter
+from drive_segment_ros.models.integrity import check_onnx_finite, verify_digest
 from drive_segment_ros.types import DriveSegmentError
 from drive_segment_ros.visualization import colorize, palette
 
@@ -45,7 +47,8 @@ TENSORRT_MISSING = "TensorRT backend needs the `tensorrt` Python package (JetPac
 #: Keys written into ONNX ``metadata_props`` / the engine sidecar (values are JSON strings).
 #: Name stored in the model metadata for :func:`drive_segment_ros.visualization.palette`.
 PALETTE_NAME = "drive_segment"
-METADATA_KEYS = ("n_classes", "mean", "std", "input_size", "backbone", "decoder", "palette", "dynamic_hw")
+#: ``sliding_window`` (optional): the model's :class:`~drive_segment_ros.inference.sliding_window.SlidingWindowConfig` dict.
+METADATA_KEYS = ("n_classes", "mean", "std", "input_size", "backbone", "decoder", "palette", "dynamic_hw", SLIDING_KEY)
 
 PathLike = Union[str, Path]
 
@@ -59,16 +62,17 @@ def _cfg_get(config: Any, key: str, default: Any = None) -> Any:
     return getattr(config, key, default)
 
 
-def model_metadata(config: Any, n_classes: Optional[int] = None) -> Dict[str, Any]:
+def model_metadata(config: Any, n_classes: Optional[int] = None, extra: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
     """Model metadata from a ``SegmenterConfig`` (or an equivalent dict).
 
     Returns a dict with ``n_classes`` (int), ``mean``/``std`` (3 floats, [0, 1] units),
     ``input_size`` ([H, W] pixels), ``backbone`` and ``decoder`` (str), ``palette`` (palette
-    name: ``"drive_segment"`` = :func:`drive_segment_ros.visualization.palette`), ``dynamic_hw`` (bool).
+    name: ``"drive_segment"`` = :func:`drive_segment_ros.visualization.palette`), ``dynamic_hw`` (bool),
+    and ``sliding_window`` (validated settings dict) when the checkpoint ``extra`` holds one.
     """
     size = _cfg_get(config, "input_size") or (512, 512)
     k = int(n_classes if n_classes is not None else _cfg_get(config, "n_classes"))
-    return {
+    meta = {
         "n_classes": k,
         "mean": [float(v) for v in (_cfg_get(config, "mean") or IMAGENET_MEAN)],
         "std": [float(v) for v in (_cfg_get(config, "std") or IMAGENET_STD)],
@@ -78,6 +82,9 @@ def model_metadata(config: Any, n_classes: Optional[int] = None) -> Dict[str, An
         "palette": PALETTE_NAME,
         "dynamic_hw": False,
     }
+    if extra and extra.get(SLIDING_KEY):
+        meta[SLIDING_KEY] = SlidingWindowConfig.from_dict(extra[SLIDING_KEY]).to_dict()
+    return meta
 
 
 def encode_metadata(meta: Dict[str, Any]) -> Dict[str, str]:
@@ -172,6 +179,7 @@ class TorchBackend:
         dev = resolve_device(device)
         loaded = load_segmenter(path, dev)
         model, config = loaded[0], loaded[1]
+        extra = loaded[2] if len(loaded) > 2 else None
         self.config = config
         self.torch_device = dev
         self.device = str(dev)
@@ -182,7 +190,7 @@ class TorchBackend:
         if self.channels_last:
             model = model.to(memory_format=torch.channels_last)
         n_classes = _cfg_get(config, "n_classes")
-        self.metadata = model_metadata(config, n_classes)
+        self.metadata = model_metadata(config, n_classes, extra)
         if input_size is not None:  # torch runs any size; e.g. match an exported ONNX model's fixed size
             self.metadata["input_size"] = [int(v) for v in input_size]
         self.input_size = tuple(self.metadata["input_size"])
@@ -236,6 +244,7 @@ class OnnxRuntimeBackend:
         path = Path(onnx_path)
         if not path.is_file():
             raise DriveSegmentError(f"ONNX model {path} not found")
+        verify_digest(path, what="ONNX model")  # <file>.sha256 from export_onnx; IntegrityError: one line
         available = ort.get_available_providers()
         has_cuda = "CUDAExecutionProvider" in available
         if device == "auto":
@@ -259,6 +268,7 @@ class OnnxRuntimeBackend:
             self.session = ort.InferenceSession(str(path), opts, providers=providers)
         except Exception as exc:  # onnxruntime raises its own Fail / InvalidProtobuf types
             raise DriveSegmentError(f"onnxruntime cannot load {path}: {str(exc).splitlines()[0]}") from exc
+        check_onnx_finite(path)  # NaN / inf initializers: IntegrityError (after ORT parsed the file)
         self.metadata = decode_metadata(self.session.get_modelmeta().custom_metadata_map, f"ONNX model {path}")
         inp = self.session.get_inputs()[0]
         self.input_name = inp.name
@@ -331,6 +341,7 @@ class TensorRTBackend:
             raise DriveSegmentError(f"TensorRT engine {path} has no {sidecar.name} sidecar (build it with `drive-segment build-engine`)")
         info = json.loads(sidecar.read_text())
         self.build_info = info
+        verify_digest(path, info.get("engine_sha256"), what="TensorRT engine")  # recorded by build_engine
         self.metadata = decode_metadata(info.get("metadata", {}), f"engine sidecar {sidecar}")
         with torch.cuda.device(dev):
             self._logger = trt.Logger(trt.Logger.WARNING)
@@ -449,6 +460,21 @@ def backend_kind_for(path: PathLike) -> str:
     raise DriveSegmentError(f"cannot tell the backend of {p}: expected a checkpoint directory, .onnx or {'/'.join(ENGINE_SUFFIXES)}")
 
 
+def _max_batch(backend: Any) -> Optional[int]:
+    """Largest batch a TensorRT engine accepts (fixed batch, or its profile's max); ``None`` = any."""
+    engine = getattr(backend, "engine", None)
+    name = getattr(backend, "input_name", None)
+    if engine is None or name is None:
+        return None
+    try:
+        shape = tuple(engine.get_tensor_shape(name))
+        if shape[0] > 0:
+            return int(shape[0])
+        return int(engine.get_tensor_profile_shape(name, 0)[2][0])
+    except Exception:  # noqa: BLE001 -- an engine API we cannot query: do not cap
+        return None
+
+
 class SegmentationModel:
     """Image in, class ids out, whatever the backend.
 
@@ -456,14 +482,40 @@ class SegmentationModel:
         backend: any :class:`InferenceBackend`.
         preprocessor: default built from the backend metadata (input size, mean, std).
         mode: post-processing mode (see :func:`~drive_segment_ros.inference.preprocess.postprocess`).
+        inference_mode: ``"whole"`` (default: the image resized to the network input, one
+            forward pass) or ``"sliding"`` (the released Drive&Segment protocol: windows over the
+            image at the working scale, logits averaged over overlaps,
+            :mod:`drive_segment_ros.inference.sliding_window`; the backend runs per window, so an
+            exported ONNX model / TensorRT engine of the window size works unchanged).
+        sliding: sliding-window settings replacing the model's own (``metadata["sliding_window"]``,
+            else windows of the network input size, see
+            :meth:`~drive_segment_ros.inference.sliding_window.SlidingWindowConfig.for_model`):
+            a ``SlidingWindowConfig`` or a dict of some of its fields.
+
+    Raises:
+        DriveSegmentError: unknown ``inference_mode`` or invalid sliding settings.
     """
 
-    def __init__(self, backend: InferenceBackend, preprocessor: Optional[Preprocessor] = None, mode: str = "nearest") -> None:
+    def __init__(self, backend: InferenceBackend, preprocessor: Optional[Preprocessor] = None, mode: str = "nearest",
+                 inference_mode: str = "whole", sliding: Union[SlidingWindowConfig, Dict[str, Any], None] = None) -> None:
+        if inference_mode not in INFERENCE_MODES:
+            raise DriveSegmentError(f"inference_mode must be one of {INFERENCE_MODES}, got {inference_mode!r}")
         self.backend = backend
         meta = backend.metadata
         self.preprocessor = preprocessor or Preprocessor(backend.input_size, meta["mean"], meta["std"])
         self.n_classes = int(meta["n_classes"])
         self.mode = mode
+        self.inference_mode = inference_mode
+        base = SlidingWindowConfig.for_model(backend.input_size, meta)
+        if isinstance(sliding, SlidingWindowConfig):
+            base = sliding
+        elif sliding:
+            base = SlidingWindowConfig.from_dict({**base.to_dict(), **dict(sliding)})
+        cap = _max_batch(backend)
+        if cap is not None and base.batch_size > cap:  # e.g. a TensorRT engine built for batch <= 4
+            base = SlidingWindowConfig.from_dict({**base.to_dict(), "batch_size": cap})
+        #: the sliding-window settings (used when ``inference_mode == "sliding"``)
+        self.sliding = base
         self.palette = palette(max(self.n_classes, 256))
 
     @property
@@ -471,8 +523,15 @@ class SegmentationModel:
         """The backend's model metadata (see :func:`model_metadata`)."""
         return self.backend.metadata
 
+    def _forward(self):
+        return getattr(self.backend, "infer_device", None) or self.backend.infer
+
     def logits(self, rgb: np.ndarray) -> np.ndarray:
-        """``(H0, W0, 3)`` uint8 -> ``(1, K, H, W)`` float32 logits at model resolution."""
+        """``(H0, W0, 3)`` uint8 -> ``(1, K, H, W)`` float32 numpy logits at model resolution
+        (``whole``: the network input size; ``sliding``: the working scale)."""
+        if self.inference_mode == "sliding":
+            out = sliding_logits(rgb, self.preprocessor.normalize, self._forward(), self.sliding)
+            return out if isinstance(out, np.ndarray) else out.float().cpu().numpy()
         return self.backend.infer(self.preprocessor(rgb))
 
     def predict(self, rgb: np.ndarray) -> Tuple[np.ndarray, Dict[str, float]]:
@@ -486,10 +545,13 @@ class SegmentationModel:
             ``infer_ms``, ``postprocess_ms`` and ``total_ms`` (wall clock, milliseconds).
         """
         t0 = time.perf_counter()
-        x = self.preprocessor(rgb)
-        t1 = time.perf_counter()
-        infer_device = getattr(self.backend, "infer_device", None)
-        logits = infer_device(x) if infer_device is not None else self.backend.infer(x)
+        if self.inference_mode == "sliding":  # resize + normalise, then windows (timed as inference)
+            t1 = t0
+            logits = sliding_logits(rgb, self.preprocessor.normalize, self._forward(), self.sliding)
+        else:
+            x = self.preprocessor(rgb)
+            t1 = time.perf_counter()
+            logits = self._forward()(x)
         if hasattr(logits, "device") and getattr(logits.device, "type", "cpu") == "cuda":
             torch.cuda.synchronize(logits.device)
         t2 = time.perf_counter()
@@ -512,19 +574,25 @@ class SegmentationModel:
 
     def __repr__(self) -> str:
         b = self.backend
-        return f"SegmentationModel(backend={b.name}, device={b.device}, input_size={b.input_size}, n_classes={self.n_classes})"
+        mode = self.inference_mode if self.inference_mode == "whole" else f"sliding {self.sliding.to_dict()}"
+        return (f"SegmentationModel(backend={b.name}, device={b.device}, input_size={b.input_size}, n_classes={self.n_classes}, "
+                f"inference={mode})")
 
 
-def load_model(path: PathLike, backend: str = "auto", device: str = "auto", **opts: Any) -> SegmentationModel:
+def load_model(path: PathLike, backend: str = "auto", device: str = "auto", inference_mode: str = "whole",
+               sliding: Union[SlidingWindowConfig, Dict[str, Any], None] = None, **opts: Any) -> SegmentationModel:
     """Load a model artifact behind :class:`SegmentationModel`.
 
     Args:
         path: checkpoint directory (torch), ``.onnx`` (onnxruntime) or ``.engine``/``.plan`` (tensorrt).
         backend: ``"auto"`` (by file type, see :func:`backend_kind_for`) or one of :data:`BACKEND_KINDS`.
         device, **opts: passed to :func:`create_backend`.
+        inference_mode, sliding: see :class:`SegmentationModel`.
 
     Raises:
-        DriveSegmentError: missing file, unknown type, backend errors.
+        DriveSegmentError: missing file, unknown type, backend errors, bad inference settings.
     """
+    if inference_mode not in INFERENCE_MODES:
+        raise DriveSegmentError(f"inference_mode must be one of {INFERENCE_MODES}, got {inference_mode!r}")
     kind = backend_kind_for(path) if backend == "auto" else backend
-    return SegmentationModel(create_backend(kind, path, device=device, **opts))
+    return SegmentationModel(create_backend(kind, path, device=device, **opts), inference_mode=inference_mode, sliding=sliding)

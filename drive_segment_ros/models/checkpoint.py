@@ -7,7 +7,8 @@ checkpoint never executes code (unlike pickle). ``config.json`` layout::
      "config": SegmenterConfig.to_dict(),
      "extra": {...caller's metadata: training stage, pseudo-class count, ...},
      "backbone_description": "...", "torch_version": "...", "package_version": "...",
-     "created_utc": "2026-01-01T00:00:00Z"}
+     "created_utc": "2026-01-01T00:00:00Z",
+     "weights_sha256": "<sha256 of model.safetensors>"}   # verified on load (models/integrity.py)
 """
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ from typing import Any, Dict, Optional, Tuple, Union
 import torch
 
 from drive_segment_ros import __version__
+from drive_segment_ros.models.integrity import DIGEST_KEY, check_finite, file_sha256, verify_digest
 from drive_segment_ros.models.weights import LOG as WEIGHTS_LOG
 from drive_segment_ros.models.segmenter import Segmenter, SegmenterConfig, build_segmenter
 from drive_segment_ros.types import DriveSegmentError
@@ -73,7 +75,7 @@ def save_checkpoint(directory: Union[str, os.PathLike], model: Segmenter, config
         "created_utc": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
     }
     try:
-        text = json.dumps(meta, indent=2, sort_keys=False)
+        json.dumps(meta)
     except (TypeError, ValueError) as exc:
         raise DriveSegmentError(f"checkpoint 'extra' metadata must be JSON-serialisable: {exc}") from exc
     directory = Path(directory)
@@ -82,6 +84,8 @@ def save_checkpoint(directory: Union[str, os.PathLike], model: Segmenter, config
     tmp = directory / (WEIGHTS_FILE + ".tmp")
     save_file(state, str(tmp), metadata={"format": FORMAT, "format_version": str(FORMAT_VERSION)})
     os.replace(tmp, directory / WEIGHTS_FILE)  # atomic: a reader never sees half a file
+    meta[DIGEST_KEY] = file_sha256(directory / WEIGHTS_FILE)  # verified by load_segmenter (models/integrity.py)
+    text = json.dumps(meta, indent=2, sort_keys=False)
     (directory / CONFIG_FILE).write_text(text + "\n", encoding="utf-8")
     LOG.info("saved checkpoint %s (%d tensors, %s, %d classes)", directory, len(state), config.backbone,
              config.n_classes)
@@ -138,17 +142,22 @@ def load_segmenter(directory: Union[str, os.PathLike], device: Union[str, torch.
     Raises:
         DriveSegmentError: missing/corrupt ``config.json`` or ``model.safetensors``, or weights
             that do not match the architecture (names a few offending keys).
+        IntegrityError: (a DriveSegmentError) the weights file does not match the sha256 that
+            :func:`save_checkpoint` recorded in ``config.json``, or holds NaN / inf weights
+            (:mod:`drive_segment_ros.models.integrity`; checkpoints without a digest load with a warning).
     """
     from safetensors.torch import load_file  # optional heavy dependency (safetensors files only)
 
-    config, extra, _ = read_checkpoint_config(directory)
+    config, extra, meta = read_checkpoint_config(directory)
     weights = Path(directory) / WEIGHTS_FILE
     if not weights.is_file():
         raise DriveSegmentError(f"checkpoint {directory} has no {WEIGHTS_FILE}")
+    verify_digest(weights, meta.get(DIGEST_KEY), what="checkpoint weights file")  # IntegrityError: one line
     try:
         state = load_file(str(weights), device="cpu")
     except Exception as exc:  # SafetensorError, OSError, ...
         raise DriveSegmentError(f"checkpoint weights {weights} are corrupt or unreadable: {exc}") from exc
+    check_finite(state, source=weights)  # NaN / inf weights: IntegrityError, one line
     quiet = _DropRandomWeightWarning()  # the random init is overwritten just below
     WEIGHTS_LOG.addFilter(quiet)  # the "RANDOM weights" warning comes from the weight loading
     try:

@@ -102,8 +102,8 @@ def verify_digest(path: PathLike, expected: Optional[str] = None, what: str = "w
         the digest when verified, ``None`` when nothing was recorded (a warning is logged).
 
     Raises:
-        IntegrityError: mismatch (``<path>: sha256 mismatch (file abc..., recorded def...): the
-        <what> is corrupt or was modified; re-export or re-download it``).
+        IntegrityError: mismatch (``<path>: <what> corrupt or unreadable: sha256 mismatch (file
+        abc..., recorded def...); it changed after it was written, re-export or re-download it``).
     """
     if expected is None:
         expected = read_digest(path)
@@ -112,8 +112,8 @@ def verify_digest(path: PathLike, expected: Optional[str] = None, what: str = "w
         return None
     actual = file_sha256(path)
     if actual != str(expected).lower():
-        raise IntegrityError(f"{path}: sha256 mismatch (file {actual[:12]}..., recorded {str(expected)[:12]}...): "
-                             f"the {what} is corrupt or was modified; re-export or re-download it")
+        raise IntegrityError(f"{path}: {what} corrupt or unreadable: sha256 mismatch (file {actual[:12]}..., recorded "
+                             f"{str(expected)[:12]}...); it changed after it was written, re-export or re-download it")
     return actual
 
 

@@ -54,6 +54,10 @@ class SegmenterConfig(ConfigBase):
         mean, std: RGB normalisation of inputs on ``[0, 1]`` values; ``None`` = the backbone's
             (filled in by :func:`build_segmenter`).
         input_size: ``(H, W)`` pixels, default network input for export / inference.
+        pos_embed_resize: how a ViT encoder resamples its position embedding to the input's
+            patch grid: ``"timm"`` (bicubic to ``size=(h, w)``, default) or ``"dino"`` (DINO's
+            ``interpolate_pos_encoding``, ``scale_factor = (h + 0.1) / 14``), which the
+            authors' released model was trained with (``drive-segment import-official``).
     """
 
     backbone: str = DEFAULT
@@ -66,6 +70,7 @@ class SegmenterConfig(ConfigBase):
     mean: Optional[Tuple[float, float, float]] = None
     std: Optional[Tuple[float, float, float]] = None
     input_size: Tuple[int, int] = (512, 512)
+    pos_embed_resize: str = "timm"
 
     CONFIG_NAME: ClassVar[str] = "SegmenterConfig"
 
@@ -93,6 +98,8 @@ class SegmenterConfig(ConfigBase):
         if len(size) != 2 or min(size) < 1:
             raise DriveSegmentError(f"SegmenterConfig: input_size must be (H, W) > 0, got {self.input_size}")
         self.input_size = size
+        if self.pos_embed_resize not in ("timm", "dino"):
+            raise DriveSegmentError(f"SegmenterConfig: pos_embed_resize must be 'timm' or 'dino', got {self.pos_embed_resize!r}")
         self.n_classes, self.d_model = int(self.n_classes), int(self.d_model)
         self.n_layers, self.n_heads, self.dropout = int(self.n_layers), int(self.n_heads), float(self.dropout)
         return self
@@ -247,6 +254,7 @@ class Segmenter(nn.Module):
         super().__init__()
         self.config = config
         self.backbone = backbone
+        backbone.pos_embed_resize = config.pos_embed_resize
         self.n_classes = config.n_classes
         self.stride = backbone.stride
         self.mean = tuple(config.mean) if config.mean is not None else backbone.mean

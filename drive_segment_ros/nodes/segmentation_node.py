@@ -74,6 +74,8 @@ PARAMETERS: Dict[str, tuple] = {
     "model_path": ("", "segmentation model: checkpoint directory (torch), .onnx (onnxruntime) or .engine/.plan (tensorrt)"),
     "backend": ("auto", "inference backend: auto (by file type), torch, onnxruntime or tensorrt"),
     "device": ("cpu", "inference device: cpu, cuda, cuda:N or auto"),
+    "inference_mode": ("whole", "whole (one pass at the network input size) or sliding (windows averaged over overlaps, "
+                                "the released Drive&Segment protocol; settings from the model; several passes per image)"),
     "image_transport": ("raw", "raw (sensor_msgs/Image) or compressed (sensor_msgs/CompressedImage) on ~/image"),
     "use_lidar": (False, "subscribe ~/points (synchronised with the image) and publish ~/semantic_points"),
     "require_camera_info": (True, "drop images when no CameraInfo was received or its size differs from the image"),
@@ -145,6 +147,8 @@ class SegmentationNode(CameraLidarMixin, ManagedNode):
         p = self.params
         if p["image_transport"] not in ("raw", "compressed"):
             raise DriveSegmentError(f"image_transport must be raw or compressed, got {p['image_transport']!r}")
+        if p["inference_mode"] not in ("whole", "sliding"):
+            raise DriveSegmentError(f"inference_mode must be whole or sliding, got {p['inference_mode']!r}")
         if p["color_mode"] not in ("overlay", "color"):
             raise DriveSegmentError(f"color_mode must be overlay or color, got {p['color_mode']!r}")
         if not 0.0 <= float(p["overlay_alpha"]) <= 1.0:
@@ -159,7 +163,7 @@ class SegmentationNode(CameraLidarMixin, ManagedNode):
             from drive_segment_ros.inference.backends import load_model  # deferred: imports torch (signal handlers first)
 
             self.get_logger().info(f"loading model {p['model_path']} (backend {p['backend']}, device {p['device']})")
-            model = load_model(p["model_path"], backend=p["backend"], device=p["device"])
+            model = load_model(p["model_path"], backend=p["backend"], device=p["device"], inference_mode=p["inference_mode"])
         self.model = model
         self.diagnostics.set_model(repr(model))
         self.pub_mask = self.create_publisher(T.Image, "~/mask", output_qos())

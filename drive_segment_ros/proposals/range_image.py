@@ -20,7 +20,13 @@ authors (docs/METHOD.md, stage 2). Every step is vectorized with numpy; graph se
    single steep pair so the sidewalk stays ground; or Savitzky-Golay as in depth_clustering);
    a pixel is a ground candidate when ``min(raw, smoothed) < tan(ground_angle_deg)`` (the
    minimum keeps the smoothing from leaking the steep face of an object onto the ground at
-   its foot).
+   its foot). Near the sensor (``ground_near_m``) a pixel is also a candidate when its height
+   is within ``ground_near_tol_m`` of the near ground level (the median height of the ground
+   found by the inclination test within twice that radius; the ground is then grown again):
+   there consecutive rings meet the road a few centimetres apart, so range noise, not the
+   surface, decides the pairwise inclination. In that second pass a column's lowest pixel
+   starts the ground only when it lies at most 1 m above the near ground level (in
+   camera-cropped scans the lowest visible pixel can be the roof of an adjacent car).
    Ground is grown from the lowest pixel of each column (as depth_clustering's BFS): upwards
    along candidate pixels, and sideways or downwards to candidates whose height differs by less
    than ``ground_max_step_m`` (so the ground never floods onto a flat roof seen next to far
@@ -57,6 +63,10 @@ from drive_segment_ros.types import UNASSIGNED, DriveSegmentError
 
 LOG = logging.getLogger(__name__)
 
+#: A column's lowest pixel starts the ground (second, near-field pass) only when it lies at most
+#: this high (m) above the near ground level: roads climb less within the 4-10 m where the lowest
+#: beams land, while an adjacent car's roof (1.4-1.6 m) is excluded.
+_SEED_ABOVE_LEVEL_M = 1.0
 #: Largest ring index accepted (a ``ring`` field is a small laser index).
 MAX_RING = 4096
 
@@ -388,7 +398,8 @@ def ground_mask(image: RangeImage, config: ProposalConfig) -> np.ndarray:
 
     Args:
         image: from :func:`build_range_image`.
-        config: uses ``ground_angle_deg``, ``smooth_window``, ``smoothing``, ``ground_max_step_m``.
+        config: uses ``ground_angle_deg``, ``smooth_window``, ``smoothing``, ``ground_max_step_m``,
+            ``ground_near_m``, ``ground_near_tol_m``.
 
     Returns:
         (M,) bool, True for ground nodes.
@@ -424,12 +435,41 @@ def ground_mask(image: RangeImage, config: ProposalConfig) -> np.ndarray:
     col_first = np.full(image.cols, m, dtype=np.int64)
     np.minimum.at(col_first, pix_col, np.arange(m))  # nodes are row-major: lowest index = lowest row
     lowest_nodes = col_first[col_first < m]
-    seeds = lowest_nodes[cand[lowest_nodes] & (z[lowest_nodes] < 0)]
+    below = lowest_nodes[z[lowest_nodes] < 0]
+    ground = _grow_ground(image, rho, cand, below[cand[below]], config.ground_max_step_m)
+    if config.ground_near_m > 0:
+        # near-field height prior (ProposalConfig.ground_near_m): the near ground level is the
+        # median height of the ground found so far within 2 x ground_near_m; near pixels within
+        # ground_near_tol_m of it become candidates, and a column's lowest pixel may start the
+        # ground only up to _SEED_ABOVE_LEVEL_M above it; then the ground is grown again
+        ref = np.flatnonzero(ground & (rho < np.float32(2.0 * config.ground_near_m)))
+        if ref.size >= 10:
+            level = np.float32(np.median(np.take(z, ref)))
+            near = rho < np.float32(config.ground_near_m)
+            near &= np.abs(z - level) <= np.float32(config.ground_near_tol_m)
+            cand |= near
+            seeds = below[cand[below] & (z[below] <= level + np.float32(_SEED_ABOVE_LEVEL_M))]
+            ground = _grow_ground(image, rho, cand, seeds, config.ground_max_step_m)
+    return ground
+
+
+def _grow_ground(image: RangeImage, rho: np.ndarray, cand: np.ndarray, seeds: np.ndarray, step: float) -> np.ndarray:
+    """Ground grown from ``seeds`` over candidate nodes (directed BFS; see :func:`ground_mask`).
+
+    Args:
+        image: the range image; rho: (M,) float32 horizontal distance of each node (m);
+        cand: (M,) bool ground candidates; seeds: node ids that start the ground;
+        step: ``ground_max_step_m``.
+
+    Returns:
+        (M,) bool ground nodes.
+    """
+    m = cand.shape[0]
+    z = image.z
     # directed graph as CSR with 4 slots per node (up, right, left, down); unused slots are
     # self-loops. Vertical steps must recede from the sensor going up (ground seen by
     # consecutive beams), which stops jumps from far ground onto a near object's top.
     nodes = np.arange(m)
-    step = config.ground_max_step_m
     slots = np.empty((m, 4), dtype=np.int32)
     # (index -1 reads node 0 (np.take mode="clip"): garbage, always masked by nb >= 0)
     nb = image.up

@@ -22,6 +22,7 @@ from typing import Any, Iterable, Iterator, List, Tuple, Union
 
 from rosbags.highlevel import AnyReader
 
+from drive_segment_ros.ros.bag_repair import open_paths_with_recovery
 from drive_segment_ros.ros.msgtypes import rosbags_typestore
 from drive_segment_ros.types import DriveSegmentError
 
@@ -73,6 +74,7 @@ def open_bag(path: Union[str, Path]) -> AnyReader:
     """
     paths = bag_paths(path)
     try:
+        paths = open_paths_with_recovery(paths)  # truncated mcap -> its complete chunks; ROS 1 profile mcap -> ROS 2
         reader = AnyReader(paths, default_typestore=rosbags_typestore())
         reader.open()
     except Exception as exc:  # rosbags AnyReaderError / ReaderError, sqlite3 / mcap / struct errors ...
