@@ -140,7 +140,9 @@ def test_demo_runs_every_stage_and_writes_report(data_root, tmp_path, monkeypatc
     # the paper's table layout on KITTI semantics + Waymo, sliding-window inference, throughput
     assert "Drive&amp;Segment (paper) mIoU %" in html or "Drive&Segment (paper) mIoU %" in html
     kitti = json.loads((out / "eval" / "student" / "kitti-semantics" / "metrics.json").read_text())
-    assert kitti["n_images"] == 4 and kitti["inference_mode"] == "sliding" and kitti["sliding_window"]["window_size"] == [128, 256]
+    assert kitti["n_images"] == 4 and kitti["inference_mode"] == "sliding"
+    win, stride = kitti["sliding_window"]["window_size"], kitti["sliding_window"]["window_stride"]
+    assert all(0 < st <= w for st, w in zip(stride, win))  # windows of the model input, overlapping
     bench = summary["benchmarks"]["student"]
     assert bench["n_images"] == {"kitti-semantics": 4, "waymo": 5} and bench["images_per_s"]["kitti-semantics"] > 0
     row = next(r for r in bench["paper_table"] if r["benchmark"] == "KITTI semantics-19")

@@ -363,8 +363,11 @@ def _benchmark_section(cfg, out: Path, bench: Dict[str, Dict[str, Any]]) -> Sect
         for name, res in per.items():
             size = "1242x375 (KITTI)" if name == "kitti-semantics" else "1920x1280 / 1920x886 (Waymo)"
             mode = res.get("inference_mode", "")
-            if mode == "sliding" and res.get("sliding_window"):
-                mode += f" {res['sliding_window']}"
+            sw = res.get("sliding_window")
+            if mode == "sliding" and sw:
+                (wh, ww), (sh, sv) = sw["window_size"], sw["window_stride"]
+                scale = f"short side {sw['im_size']}" if sw.get("im_size") else "image scaled to just cover a window"
+                mode += f": {wh}x{ww} windows, stride {sh}x{sv}, {scale}"
             speed_rows.append([tag, name, size, res["n_images"], res["images_per_s"], mode])
     kitti = out / "eval" / "student" / "kitti-semantics"
     return Section(

@@ -730,14 +730,20 @@ def add_bag_reading_args(p: argparse.ArgumentParser) -> None:
                         "from /tf odometry: auto = when present (default)")
 
 
+def reader_options_from_args(args: argparse.Namespace) -> Dict[str, Any]:
+    """:class:`DriveReader` keyword arguments (all but ``image_topics``) from :func:`add_bag_reading_args` options."""
+    image_topics = getattr(args, "image_topic", None) or None
+    return {"lidar_topic": getattr(args, "lidar_topic", None),
+            "camera_info_topics": camera_info_topics_arg(image_topics, getattr(args, "camera_info_topic", None)),
+            "calibration": getattr(args, "calibration", None), "max_dt_ms": getattr(args, "max_dt_ms", 50.0),
+            "ego_motion": getattr(args, "ego_motion", "auto")}
+
+
 def reader_from_args(args: argparse.Namespace, path: Any = None, **kw: Any) -> "DriveReader":
     """A :class:`DriveReader` from :func:`add_bag_reading_args` options."""
     image_topics = getattr(args, "image_topic", None) or None
-    return DriveReader(
-        path if path is not None else args.bag, image_topics=image_topics, lidar_topic=getattr(args, "lidar_topic", None),
-        camera_info_topics=camera_info_topics_arg(image_topics, getattr(args, "camera_info_topic", None)),
-        calibration=getattr(args, "calibration", None), max_dt_ms=getattr(args, "max_dt_ms", 50.0),
-        ego_motion=getattr(args, "ego_motion", "auto"), **kw)
+    return DriveReader(path if path is not None else args.bag, image_topics=image_topics,
+                       **reader_options_from_args(args), **kw)
 
 
 def _cmd_inspect(args: argparse.Namespace) -> int:

@@ -57,7 +57,7 @@ from drive_segment_ros.pseudo_labeling import (
 )
 from drive_segment_ros.types import IGNORE_INDEX, DriveFrame, DriveSegmentError
 from drive_segment_training.datasets import BagImageLoader
-from drive_segment_training.drives import DriveReader
+from drive_segment_training.drives import DriveReader, add_bag_reading_args, reader_options_from_args
 from drive_segment_training.kmeans import ReservoirSample, fit_pseudo_classes
 
 LOG = logging.getLogger(__name__)
@@ -106,13 +106,16 @@ def default_frame_name(source: Union[str, Path], frame: DriveFrame) -> str:
 
 
 def bag_shard_frames(bag: Union[str, Path], start_ns: Optional[int] = None, end_ns: Optional[int] = None,
-                     image_topics: Optional[Sequence[str]] = None) -> Iterator[DriveFrame]:
+                     image_topics: Optional[Sequence[str]] = None,
+                     reader_options: Optional[Mapping[str, Any]] = None) -> Iterator[DriveFrame]:
     """The frames of ``bag`` (``DriveReader``) whose image stamp lies in ``[start_ns, end_ns)``.
 
     Frame indexes (and so names) count over the whole bag, so time-range shards of one bag never
-    share a frame name.
+    share a frame name. ``reader_options``: further ``DriveReader`` arguments (``camera_info_topics``,
+    ``calibration``, ``lidar_topic``, ``max_dt_ms``, ``ego_motion``).
     """
-    for frame in DriveReader(bag, image_topics=list(image_topics) if image_topics else None, progress=False):
+    for frame in DriveReader(bag, image_topics=list(image_topics) if image_topics else None, progress=False,
+                             **dict(reader_options or {})):
         t = int(frame.image_stamp_ns)
         if (start_ns is None or t >= start_ns) and (end_ns is None or t < end_ns):
             yield frame
@@ -732,6 +735,8 @@ def _cli(args: argparse.Namespace) -> int:
     index = run_pseudo_labelling(
         args.bags, args.out, k=args.k, backbone=args.backbone, backbone_weights=args.backbone_weights,
         config=cfg, max_frames=args.max_frames, seed=args.seed, previews=not args.no_previews,
+        frame_source=lambda bag: bag_shard_frames(bag, image_topics=args.image_topic or cfg.image_topics,
+                                                  reader_options=reader_options_from_args(args)),
     )
     print(f"{len(index['frames'])} frames, k={index['k']}, backbone {index['backbone']} "
           f"(self-supervised: {index['self_supervised']}) -> {Path(args.out) / 'index.json'}")
@@ -750,6 +755,7 @@ def add_cli(sub) -> None:
     )
     p.add_argument("bags", nargs="+", metavar="BAG", help="ROS 2 bag directories")
     p.add_argument("--out", required=True, help="output directory")
+    add_bag_reading_args(p)  # --image-topic, --camera-info-topic, --lidar-topic, --calibration, --max-dt-ms, --ego-motion
     p.add_argument("-k", type=int, default=None, help="number of pseudo-classes (config default 30)")
     p.add_argument("--backbone", default=None, help="backbone name (config default mobilenetv2_deepsort)")
     p.add_argument("--backbone-weights", default=None, metavar="FILE", help="local backbone weights file")
