@@ -17,6 +17,7 @@ Every configuration dataclass (``ProposalConfig``, ``ProjectionConfig``, ``Segme
 from __future__ import annotations
 
 import dataclasses
+import math
 import numbers
 import typing
 from pathlib import Path
@@ -130,6 +131,26 @@ class ConfigBase:
         Returns ``self``. The base implementation checks nothing.
         """
         return self
+
+    def check_field_types(self) -> None:
+        """Type-check every field with a scalar hint (``int`` / ``float`` / ``bool`` / ``str``, optionally
+        ``Optional``) as :meth:`from_dict` does, and require float fields to be finite; values are not
+        converted. For :meth:`validate` of classes also built directly (``Config(key=value)``,
+        ``dataclasses.replace``), which bypasses :meth:`from_dict`.
+
+        Raises:
+            DriveSegmentError: ``"<CONFIG_NAME>: <key> must be an integer / a number / a finite number /
+            a boolean / a string, got <value>"``.
+        """
+        hints = self._type_hints()
+        for f in dataclasses.fields(self):  # type: ignore[arg-type]
+            hint, value = hints.get(f.name, Any), getattr(self, f.name)
+            inner = [a for a in typing.get_args(hint) if a is not type(None)] if typing.get_origin(hint) is Union else [hint]
+            if len(inner) != 1 or inner[0] not in _SCALARS:
+                continue
+            _check_value(self.CONFIG_NAME, f.name, value, hint)
+            if inner[0] is float and value is not None and not math.isfinite(value):
+                raise DriveSegmentError(f"{self.CONFIG_NAME}: {f.name} must be a finite number, got {value!r}")
 
     # ------------------------------------------------------------------------------ building
     @classmethod

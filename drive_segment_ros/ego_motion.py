@@ -32,23 +32,11 @@ from typing import Any, Optional
 
 import numpy as np
 
-from drive_segment_ros.geometry import validate_transform
+from drive_segment_ros.geometry import invert_transform, validate_transform
 from drive_segment_ros.tf_buffer import TransformBuffer
 from drive_segment_ros.types import DriveSegmentError
 
 log = logging.getLogger(__name__)
-
-
-def _rigid(T: Any, what: str) -> np.ndarray:
-    return validate_transform(T, what)
-
-
-def _inv(T: np.ndarray) -> np.ndarray:
-    out = np.eye(4)
-    R = T[:3, :3]
-    out[:3, :3] = R.T
-    out[:3, 3] = -R.T @ T[:3, 3]
-    return out
 
 
 def _orthonormalize(T: np.ndarray) -> np.ndarray:
@@ -132,11 +120,11 @@ def ego_pose_from_compensated(T_odom_base_scan: Any, T_base_lidar: Any, T_base_c
     Raises:
         DriveSegmentError: a non-rigid input.
     """
-    E = _orthonormalize(_rigid(T_odom_base_scan, "T_odom_base(t_scan)"))
-    B = _orthonormalize(_rigid(T_base_lidar, "T_base_lidar"))
-    C = _orthonormalize(_rigid(T_base_cam, "T_base_cam"))
-    L = _orthonormalize(_rigid(T_cam_lidar_compensated, "T_cam_lidar"))
-    return _orthonormalize(E @ B @ _inv(L) @ _inv(C))
+    E = _orthonormalize(validate_transform(T_odom_base_scan, "T_odom_base(t_scan)"))
+    B = _orthonormalize(validate_transform(T_base_lidar, "T_base_lidar"))
+    C = _orthonormalize(validate_transform(T_base_cam, "T_base_cam"))
+    L = _orthonormalize(validate_transform(T_cam_lidar_compensated, "T_cam_lidar"))
+    return _orthonormalize(E @ B @ invert_transform(L) @ invert_transform(C))
 
 
 @dataclass
@@ -192,7 +180,7 @@ class EgoMotion:
         """Add every valid transform of a ``tf2_msgs/TFMessage``; invalid ones are counted and skipped."""
         for ts in msg.transforms:
             try:
-                self.buffer.add_transform_stamped(ts, static=static)
+                ns = self.buffer.add_transform_stamped(ts, static=static)
             except DriveSegmentError as exc:
                 self.rejected += 1
                 if self.rejected <= 3:
@@ -202,8 +190,6 @@ class EgoMotion:
                 self.n_static += 1
             else:
                 self.n_dynamic += 1
-                st = ts.header.stamp
-                ns = int(st.sec) * 1_000_000_000 + int(getattr(st, "nanosec", getattr(st, "nsec", 0)))
                 self.first_dynamic_ns = ns if self.first_dynamic_ns is None else min(self.first_dynamic_ns, ns)
                 self.last_dynamic_ns = ns if self.last_dynamic_ns is None else max(self.last_dynamic_ns, ns)
 

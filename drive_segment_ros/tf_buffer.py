@@ -300,9 +300,15 @@ class TransformBuffer:
         if not edge.static and self.cache_ns is not None:
             edge.prune(edge.times[-1] - self.cache_ns)
 
-    def add_transform_stamped(self, msg: Any, static: bool = False) -> None:
+    def add_transform_stamped(self, msg: Any, static: bool = False) -> int:
         """Add a ``geometry_msgs/TransformStamped`` (rosbags or rclpy message; ``header.frame_id`` is
-        the parent, ``child_frame_id`` the child, ``transform`` is ``T_parent_child``)."""
+        the parent, ``child_frame_id`` the child, ``transform`` is ``T_parent_child``).
+
+        Returns:
+            the transform's stamp, integer ns (``header.stamp``; ROS 1 ``secs`` / ``nsecs`` too).
+
+        Raises:
+            DriveSegmentError: as :meth:`set_transform_quat`."""
         st = msg.header.stamp
         sec = getattr(st, "sec", None)
         nsec = getattr(st, "nanosec", getattr(st, "nsec", 0))
@@ -310,6 +316,7 @@ class TransformBuffer:
         tr, rq = msg.transform.translation, msg.transform.rotation
         self.set_transform_quat((tr.x, tr.y, tr.z), (rq.x, rq.y, rq.z, rq.w), msg.header.frame_id, msg.child_frame_id,
                                 stamp, static)
+        return stamp
 
     def add_tf_message(self, msg: Any, static: bool = False) -> int:
         """Add every transform of a ``tf2_msgs/TFMessage``; returns how many were added.

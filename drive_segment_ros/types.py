@@ -30,6 +30,13 @@ class DriveSegmentError(RuntimeError):
     """Base class of the errors this package raises on bad user input (one clear line)."""
 
 
+def error_line(exc: BaseException) -> str:
+    """The first line of ``str(exc)`` (the class name when the message is blank): the text of a
+    library error (rosbags, sqlite3, mcap, ...) to put into a one-line :class:`DriveSegmentError`."""
+    text = str(exc)
+    return text.splitlines()[0] if text.strip() else type(exc).__name__
+
+
 @dataclass(frozen=True)
 class CameraModel:
     """Pinhole camera with optional distortion, as in ``sensor_msgs/CameraInfo``.

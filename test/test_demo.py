@@ -137,6 +137,17 @@ def test_demo_runs_every_stage_and_writes_report(data_root, tmp_path, monkeypatc
     assert n_props == 7 and n_pseudo == 7 and n_pred == 14  # 1 KITTI + 6 nuScenes images; teacher + student
     assert (out / "eval" / "student" / "waymo" / "confusion_cityscapes19_all_hungarian.png").is_file()
 
+    # proposal quality on real labels: both backends scored, the tuned range-image ground meets its goal
+    quality = summary["proposal_quality"]
+    assert "LiDAR proposal quality on real labels" in html
+    if (data_root / "semantickitti_seq00").is_dir():
+        ground = quality["ground"]["range_image"]
+        assert ground["n_scans"] == 3 and ground["recall"] >= 97.0 and ground["f1"] >= 96.3, ground
+        assert set(quality["ground"]) == {"range_image", "dbscan"}
+    if (data_root / "kitti_object").is_dir():
+        total = quality["objects"]["range_image"]["total"]
+        assert total["evaluated"] == total["recalled"] + total["under"] + total["over"] + total["missed"] > 0
+
     # the paper's table layout on KITTI semantics + Waymo, sliding-window inference, throughput
     assert "Drive&amp;Segment (paper) mIoU %" in html or "Drive&Segment (paper) mIoU %" in html
     kitti = json.loads((out / "eval" / "student" / "kitti-semantics" / "metrics.json").read_text())

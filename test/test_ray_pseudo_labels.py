@@ -100,3 +100,38 @@ def test_without_ray_one_line_error_and_cli_options(monkeypatch, tmp_path, kitti
     assert str(err.value) == ray_pseudo_labels.RAY_MISSING and "\n" not in str(err.value)
     assert "pip install" in str(err.value) and "[scale]" in str(err.value)
     assert not (tmp_path / "o").exists()  # nothing started, nothing written
+
+
+def test_ray_run_reads_bags_with_the_cli_reader_options(monkeypatch, tmp_path, kitti_bag):
+    """--image-topic / --camera-info-topic / --calibration / --ego-motion reach every shard's DriveReader
+    under --ray as they do in the one-process run (no Ray needed: the run and the shard reader are stubbed)."""
+    from drive_segment_training import pseudo_labels as pl
+    from drive_segment_training import ray_pseudo_labels
+
+    calls = {}
+    monkeypatch.setattr(ray_pseudo_labels, "run_pseudo_labelling_ray",
+                        lambda *a, **kw: calls.setdefault("run", kw) and {"frames": [], "k": 8, "backbone": "b",
+                                                                          "self_supervised": False})
+    args = _parser().parse_args(["pseudo-label", str(kitti_bag), "--out", str(tmp_path / "o"), "--ray",
+                                 "--image-topic", "/cam/image_raw", "--camera-info-topic", "/cam/camera_info",
+                                 "--calibration", "calib.yaml", "--ego-motion", "off", "--max-dt-ms", "20"])
+    assert args.func(args) == 0
+    kw = calls["run"]
+    assert kw["image_topics"] == ["/cam/image_raw"]
+    assert kw["reader_options"] == pl.reader_options_from_args(args)
+    assert kw["reader_options"]["camera_info_topics"] == ["/cam/camera_info"]
+    assert (kw["reader_options"]["calibration"], kw["reader_options"]["ego_motion"], kw["reader_options"]["max_dt_ms"]) \
+        == ("calib.yaml", "off", 20.0)
+
+    # the actor hands them to bag_shard_frames, the one-process run's shard reader
+    seen = {}
+    monkeypatch.setattr(pl, "bag_shard_frames", lambda bag, s, e, **kw: seen.update(bag=bag, **kw) or iter(()))
+    monkeypatch.setattr(pl, "process_shard", lambda frames, *a, **kw: list(frames))
+    worker = object.__new__(ray_pseudo_labels._ShardWorker)
+    worker.cfg, worker.labeler = pl.resolve_config({"image_topics": ["/cfg/topic"]}), None
+    worker.process(ray_pseudo_labels.Shard(str(kitti_bag)), str(tmp_path), {"image_topics": kw["image_topics"],
+                                                                            "reader_options": kw["reader_options"]})
+    assert seen["image_topics"] == ["/cam/image_raw"] and seen["reader_options"]["calibration"] == "calib.yaml"
+    seen.clear()
+    worker.process(ray_pseudo_labels.Shard(str(kitti_bag)), str(tmp_path))  # no options: the config's topics
+    assert seen == {"bag": str(kitti_bag), "image_topics": ["/cfg/topic"]}

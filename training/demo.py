@@ -46,6 +46,7 @@ from drive_segment_training.evaluation import evaluate_predictions
 from drive_segment_training.figures import write_ego_motion_figures
 from drive_segment_training.importers import import_kitti, import_nuscenes
 from drive_segment_training.labels import label_set, load_waymo_eval
+from drive_segment_training.proposal_quality import PATCHWORKPP_ANCHOR, evaluate_ground, evaluate_objects
 from drive_segment_training.proposals_stage import run_proposals
 from drive_segment_training.pseudo_labels import run_pseudo_labelling
 from drive_segment_training.report import Figure, Section, Table, render_html, report_image_problems
@@ -180,6 +181,8 @@ def run_demo(cfg: DemoConfig) -> Path:
         ]
     with _timed(timings, "2 proposals"):
         proposals = run_proposals(bags, out / "proposals")
+    with _timed(timings, "2a proposal quality (SemanticKITTI, KITTI boxes)"):
+        quality = _proposal_quality(root)
     with _timed(timings, "2b ego-motion figures"):  # nuScenes: /tf ego poses at the 7 sensor stamps
         ego_rows = write_ego_motion_figures(bags[1], out / "ego_motion", max_figures=2)
     with _timed(timings, "3 pseudo-labels"):
@@ -247,7 +250,7 @@ def run_demo(cfg: DemoConfig) -> Path:
     with _timed(timings, "8 report"):
         _prediction_overlays(models, pseudo, pseudo_dir, out / "predictions", cfg)
         report = _write_report(cfg, out, backbone, proposals, pseudo, results, results27, timings, deploy, ego_motion=ego_rows,
-                               bench=bench)
+                               bench=bench, quality=quality)
     summary = {
         "backbone": backbone.name,
         "self_supervised": bool(backbone.self_supervised),
@@ -266,6 +269,11 @@ def run_demo(cfg: DemoConfig) -> Path:
             for tag, per in bench.items()
         },
         "deploy": deploy,
+        "proposal_quality": {
+            "ground": {b: {k: r[k] for k in ("precision", "recall", "f1", "n_scans", "time_ms_median")}
+                       for b, r in quality["ground"].items()},
+            "objects": {b: {"total": r["total"], "per_class": r["per_class"]} for b, r in quality["objects"].items()},
+        },
         "config": {k: v for k, v in asdict(cfg).items()},
     }
     (out / "summary.json").write_text(json.dumps(summary, indent=1))
@@ -396,8 +404,50 @@ def _benchmark_section(cfg, out: Path, bench: Dict[str, Dict[str, Any]]) -> Sect
     )
 
 
+def _proposal_quality(root: Path) -> Dict[str, Dict[str, Dict[str, Any]]]:
+    """Ground P/R/F1 (SemanticKITTI, Patchwork++ protocol) and object recall (KITTI 3D boxes) of both
+    proposal backends with the default config; a dataset folder that is absent is left out."""
+    quality: Dict[str, Dict[str, Dict[str, Any]]] = {"ground": {}, "objects": {}}
+    semantickitti, boxes = root / "semantickitti_seq00", root / "kitti_object"
+    for backend in ("range_image", "dbscan"):
+        if semantickitti.is_dir():
+            quality["ground"][backend] = evaluate_ground(semantickitti, backend=backend)
+        if boxes.is_dir():
+            quality["objects"][backend] = evaluate_objects(boxes, backend=backend)
+    return quality
+
+
+def _quality_section(quality: Dict[str, Dict[str, Dict[str, Any]]]) -> Section:
+    a = PATCHWORKPP_ANCHOR
+    ground_rows = [[b, r["precision"], r["recall"], r["f1"], r["n_scans"], r["time_ms_median"]]
+                   for b, r in quality["ground"].items()]
+    ground_rows.append(["Patchwork++ (published, KITTI 00-10)", a["precision"], a["recall"], a["f1"], "", ""])
+    object_rows = []
+    for b, r in quality["objects"].items():
+        for name, row in [("all", r["total"])] + list(r["per_class"].items()):
+            if row["evaluated"]:
+                object_rows.append([b, name, row["evaluated"], row["recall"], row["under"], row["over"], row["missed"]])
+    return Section(
+        "LiDAR proposal quality on real labels",
+        paragraphs=[
+            "Ground: SemanticKITTI sequence 00 scans with manual per-point labels, Patchwork++ protocol (ground = "
+            "road, parking, sidewalk, other-ground, lane-marking, terrain; vegetation left out of the count); means "
+            "over scans. Objects: KITTI 3D boxes (Car, Van, Truck, Pedestrian, Cyclist with >= 20 points inside); a "
+            "box is recalled when one segment reaches point-IoU >= 0.5 with its points; under = merged with other "
+            "points, over = split into several segments. Default proposal config; `drive-segment proposals "
+            "--eval-semantickitti DIR --eval-kitti-boxes DIR` scores your own parameters.",
+        ],
+        tables=[
+            Table(["backend", "precision %", "recall %", "F1 %", "scans", "ms / scan (median)"], ground_rows,
+                  caption="ground segmentation", float_fmt="{:.1f}"),
+            Table(["backend", "class", "boxes", "recall %", "under", "over", "missed"], object_rows,
+                  caption="object recall", float_fmt="{:.1f}"),
+        ],
+    )
+
+
 def _write_report(cfg, out: Path, backbone, proposals, pseudo, results, results27, timings, deploy, ego_motion=None,
-                  bench=None) -> Path:
+                  bench=None, quality=None) -> Path:
 
     names19, _ = label_set("cityscapes19")
     sections: List[Section] = []
@@ -477,6 +527,8 @@ def _write_report(cfg, out: Path, backbone, proposals, pseudo, results, results2
             figures=prop_figs,
         )
     )
+    if quality and (quality["ground"] or quality["objects"]):
+        sections.append(_quality_section(quality))
     if ego_motion:
         sections.append(
             Section(

@@ -52,7 +52,7 @@ from tqdm import tqdm
 from drive_segment_ros.calibration import Calibration, load_calibration_yaml
 from drive_segment_ros.ego_motion import EgoMotion
 from drive_segment_ros.ros.bag_repair import check_bag
-from drive_segment_ros.ros.bags import open_bag
+from drive_segment_ros.ros.bags import deserialize, iter_messages, open_bag
 from drive_segment_ros.ros.camera_info import camera_model_from_info
 from drive_segment_ros.ros.image import any_image_to_rgb
 from drive_segment_ros.ros.msgtypes import header_stamp_ns
@@ -179,31 +179,6 @@ def _namespace(topic: str) -> str:
     if parts and parts[-1] in ("compressed", "theora", "compressedDepth"):
         parts = parts[:-1]
     return "/".join(parts[:-1])
-
-
-def _iter_messages(reader, connections, path: Path):
-    """``reader.messages(connections)`` with read / decode failures turned into one-line DriveSegmentErrors.
-
-    An empty ``connections`` list yields nothing (rosbags would read *every* connection)."""
-    if not connections:
-        return
-    it = reader.messages(connections=connections)
-    while True:
-        try:
-            conn, stamp, raw = next(it)
-        except StopIteration:
-            return
-        except Exception as exc:  # rosbags ReaderError, sqlite3.DatabaseError, mcap errors, struct errors ...
-            first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-            raise DriveSegmentError(f"cannot read bag {str(path)!r} (corrupt or truncated?): {first}") from None
-        yield conn, stamp, raw
-
-
-def _deserialize(reader, raw, conn, path: Path):
-    try:
-        return reader.deserialize(raw, conn.msgtype)
-    except Exception as exc:
-        raise DriveSegmentError(f"cannot decode a {conn.msgtype} message on {conn.topic!r} in {str(path)!r}: {exc}") from None
 
 
 def _field(msg: Any, *names: str) -> Any:
@@ -357,8 +332,8 @@ class DriveReader:
 
     def _first_message(self, reader, topic: str):
         conns = [c for c in reader.connections if c.topic == topic]
-        for conn, _, raw in _iter_messages(reader, conns, self.path):
-            return _deserialize(reader, raw, conn, self.path)
+        for conn, _, raw in iter_messages(reader, conns, self.path):
+            return deserialize(reader, raw, conn, self.path)
         return None
 
     def _match_infos(self, reader, requested, first) -> Dict[str, Optional[str]]:
@@ -390,13 +365,13 @@ class DriveReader:
 
     def _read_tf(self, reader) -> None:
         static = [c for c in reader.connections if c.topic in TF_STATIC_TOPICS and c.msgtype == TF_TYPE]
-        for conn, _, raw in _iter_messages(reader, static, self.path):
-            self.tf.add_tf_message(_deserialize(reader, raw, conn, self.path), static=True)
+        for conn, _, raw in iter_messages(reader, static, self.path):
+            self.tf.add_tf_message(deserialize(reader, raw, conn, self.path), static=True)
         dynamic = [c for c in reader.connections if c.topic in TF_TOPICS and c.msgtype == TF_TYPE]
-        for n, (conn, _, raw) in enumerate(_iter_messages(reader, dynamic, self.path)):
+        for n, (conn, _, raw) in enumerate(iter_messages(reader, dynamic, self.path)):
             if n >= 200:  # enough to know the tree and the static-like mountings; the rest is streamed
                 break
-            self.tf.add_tf_message(_deserialize(reader, raw, conn, self.path), static=False)
+            self.tf.add_tf_message(deserialize(reader, raw, conn, self.path), static=False)
 
     def _resolve_cameras(self, reader, first) -> None:
         for img in list(self.image_topics):
@@ -494,28 +469,28 @@ class DriveReader:
         try:
             if motion is not None:  # /tf_static first: it is latched, one message may sit anywhere
                 static = [c for c in reader.connections if c.topic in TF_STATIC_TOPICS and c.msgtype == TF_TYPE]
-                for conn, _, raw in _iter_messages(reader, static, self.path):
-                    motion.add_tf_message(_deserialize(reader, raw, conn, self.path), static=True)
+                for conn, _, raw in iter_messages(reader, static, self.path):
+                    motion.add_tf_message(deserialize(reader, raw, conn, self.path), static=True)
             conns = self._selected(reader, decode)
             total = sum(int(getattr(c, "msgcount", 0) or 0) for c in conns)
             bar = tqdm(total=total, desc=f"reading {self.path.name}", unit="msg", disable=not (self.progress and decode), leave=False)
             try:
-                for conn, _, raw in _iter_messages(reader, conns, self.path):
+                for conn, _, raw in iter_messages(reader, conns, self.path):
                     bar.update(1)
                     topic = conn.topic
                     pairs = []
                     if topic == self.lidar_topic:
-                        msg = _deserialize(reader, raw, conn, self.path)
+                        msg = deserialize(reader, raw, conn, self.path)
                         stats.scans += 1
                         pairs = pairer.add_scan(header_stamp_ns(msg), msg)
                     elif topic in self._T:
-                        msg = _deserialize(reader, raw, conn, self.path)
+                        msg = deserialize(reader, raw, conn, self.path)
                         pairs = pairer.add_image(header_stamp_ns(msg), topic, msg)
                     elif topic in info_for and decode:
-                        info = _deserialize(reader, raw, conn, self.path)
+                        info = deserialize(reader, raw, conn, self.path)
                         self._update_info(info_for[topic], info)
                     elif topic in TF_TOPICS and motion is not None:
-                        motion.add_tf_message(_deserialize(reader, raw, conn, self.path), static=False)
+                        motion.add_tf_message(deserialize(reader, raw, conn, self.path), static=False)
                     elif topic in TF_STATIC_TOPICS:
                         pass  # read above
                     for img, scan in self._account(pairs, stats):
@@ -640,7 +615,7 @@ class DriveReader:
         out: Dict[str, Dict[str, Any]] = {}
         reader = open_bag(self.path)
         try:
-            for conn, t, _ in _iter_messages(reader, list(reader.connections), self.path):
+            for conn, t, _ in iter_messages(reader, list(reader.connections), self.path):
                 e = out.setdefault(conn.topic, {"count": 0, "first_ns": int(t), "last_ns": int(t)})
                 e["count"] += 1
                 e["first_ns"] = min(e["first_ns"], int(t))

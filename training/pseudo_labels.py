@@ -63,7 +63,8 @@ from drive_segment_training.kmeans import ReservoirSample, fit_pseudo_classes
 LOG = logging.getLogger(__name__)
 
 __all__ = [
-    "FEATURE_CACHE_VERSION", "DEFAULT_CONFIG_PATH", "ShardResult", "LabelResult", "resolve_config", "shard_id_for",
+    "FEATURE_CACHE_VERSION", "DEFAULT_CONFIG_PATH", "ShardResult", "LabelResult", "resolve_config", "prepare_run",
+    "config_from_args", "frame_reading_from_args", "shard_id_for",
     "default_frame_name", "bag_shard_frames", "feature_cache_key", "prefetched", "process_shard", "fit_centroids",
     "run_key", "label_shard", "finalize_run", "run_pseudo_labelling", "add_cli",
 ]
@@ -90,6 +91,62 @@ def resolve_config(config: Union[None, str, Path, Mapping[str, Any], PseudoLabel
     else:
         cfg = PseudoLabelConfig.from_dict(config)
     return PseudoLabelConfig.from_dict({**cfg.to_dict(), **{a: v for a, v in overrides.items() if v is not None}})
+
+
+def prepare_run(bags: Sequence[Union[str, Path]], config: Union[None, str, Path, Mapping[str, Any], PseudoLabelConfig],
+                *, k: Optional[int] = None, backbone: Optional[str] = None, backbone_weights: Optional[str] = None,
+                seed: Optional[int] = None, previews: bool = True, backbone_module=None) -> Tuple[PseudoLabelConfig, List[Path]]:
+    """The checked settings and bag paths of a run (the one-process and the Ray run share this).
+
+    :func:`resolve_config` with the overrides; ``previews=False`` sets ``preview_every`` /
+    ``preview_first`` to 0; a given ``backbone_module`` whose ``name`` differs from
+    ``config.backbone`` replaces it (logged).
+
+    Returns:
+        ``(config, bags as Paths)``.
+
+    Raises:
+        DriveSegmentError: no bags, a missing bag, two bags with the same directory name (their
+        frame names would collide), a bad config.
+    """
+    cfg = resolve_config(config, k=k, backbone=backbone, backbone_weights=backbone_weights, seed=seed)
+    if not previews:
+        cfg.preview_every = cfg.preview_first = 0
+    if not bags:
+        raise DriveSegmentError("no bags given")
+    paths = [Path(b) for b in bags]
+    for b in paths:
+        if not b.exists():
+            raise DriveSegmentError(f"bag {b} not found")
+    if len({shard_id_for(b) for b in paths}) != len(paths):
+        raise DriveSegmentError("two bags have the same directory name; frame names would collide")
+    if backbone_module is not None:
+        name = getattr(backbone_module, "name", cfg.backbone)
+        if name != cfg.backbone:
+            LOG.info("using the given backbone module %r (config said %r)", name, cfg.backbone)
+            cfg.backbone = name
+    return cfg, paths
+
+
+def config_from_args(args: argparse.Namespace) -> PseudoLabelConfig:
+    """The settings of ``drive-segment pseudo-label`` (with or without ``--ray``): ``--config`` (default
+    ``config/pseudo_labels.yaml`` when present) with the ``--batch-size``, ``--kmeans-sample``,
+    ``--image-storage`` and ``--preview-every`` overrides (``-k``, ``--backbone``, ``--seed`` are
+    applied by the run). Raises DriveSegmentError on a bad config."""
+    config = getattr(args, "config", None)
+    if config is None and DEFAULT_CONFIG_PATH.is_file():
+        config = DEFAULT_CONFIG_PATH
+    overrides = {name: getattr(args, name, None) for name in ("batch_size", "kmeans_sample", "image_storage", "preview_every")}
+    return resolve_config(config, **overrides)
+
+
+def frame_reading_from_args(args: argparse.Namespace, config: PseudoLabelConfig) -> Dict[str, Any]:
+    """The keyword arguments of :func:`bag_shard_frames` from the bag-reading options
+    (``drives.add_bag_reading_args``): ``image_topics`` (``--image-topic``, else ``config.image_topics``)
+    and ``reader_options`` (``--camera-info-topic``, ``--lidar-topic``, ``--calibration``,
+    ``--max-dt-ms``, ``--ego-motion``). Raises DriveSegmentError on inconsistent topics."""
+    return {"image_topics": getattr(args, "image_topic", None) or config.image_topics,
+            "reader_options": reader_options_from_args(args)}
 
 
 def shard_id_for(bag: Union[str, Path], start_ns: Optional[int] = None, end_ns: Optional[int] = None) -> str:
@@ -664,27 +721,12 @@ def run_pseudo_labelling(
         DriveSegmentError: no bags / frames, too few segments for k, bad config.
         OSError: file-system errors (the CLI prints one line); a rerun resumes.
     """
-    cfg = resolve_config(config, k=k, backbone=backbone, backbone_weights=backbone_weights, seed=seed)
-    if not previews:
-        cfg.preview_every = cfg.preview_first = 0
-    if not bags:
-        raise DriveSegmentError("no bags given")
-    bags = [Path(b) for b in bags]
-    for b in bags:
-        if not b.exists():
-            raise DriveSegmentError(f"bag {b} not found")
+    cfg, bags = prepare_run(bags, config, k=k, backbone=backbone, backbone_weights=backbone_weights, seed=seed,
+                            previews=previews, backbone_module=backbone_module)
     if max_frames is not None and max_frames < 1:
         raise DriveSegmentError(f"max_frames must be >= 1, got {max_frames}")
-    if len({shard_id_for(b) for b in bags}) != len(bags):
-        raise DriveSegmentError("two bags have the same directory name; frame names would collide")
-
     if backbone_module is None:
         backbone_module = build_backbone(cfg.backbone, weights=cfg.backbone_weights)
-    else:
-        name = getattr(backbone_module, "name", cfg.backbone)
-        if name != cfg.backbone:
-            LOG.info("using the given backbone module %r (config said %r)", name, cfg.backbone)
-            cfg.backbone = name
     labeler = PseudoLabeler(backbone_module, None, cfg)
     out = Path(out_dir)
     try:
@@ -727,16 +769,12 @@ def run_pseudo_labelling(
 # CLI
 # --------------------------------------------------------------------------------------------
 def _cli(args: argparse.Namespace) -> int:
-    config = args.config
-    if config is None and DEFAULT_CONFIG_PATH.is_file():
-        config = DEFAULT_CONFIG_PATH
-    cfg = resolve_config(config, batch_size=args.batch_size, kmeans_sample=args.kmeans_sample,
-                         image_storage=args.image_storage, preview_every=args.preview_every)
+    cfg = config_from_args(args)
+    reading = frame_reading_from_args(args, cfg)
     index = run_pseudo_labelling(
         args.bags, args.out, k=args.k, backbone=args.backbone, backbone_weights=args.backbone_weights,
         config=cfg, max_frames=args.max_frames, seed=args.seed, previews=not args.no_previews,
-        frame_source=lambda bag: bag_shard_frames(bag, image_topics=args.image_topic or cfg.image_topics,
-                                                  reader_options=reader_options_from_args(args)),
+        frame_source=lambda bag: bag_shard_frames(bag, **reading),
     )
     print(f"{len(index['frames'])} frames, k={index['k']}, backbone {index['backbone']} "
           f"(self-supervised: {index['self_supervised']}) -> {Path(args.out) / 'index.json'}")

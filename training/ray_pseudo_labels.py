@@ -130,8 +130,11 @@ class _ShardWorker:
                 "self_supervised": bool(getattr(self.backbone, "self_supervised", False)),
                 "node": os.uname().nodename, "pid": os.getpid()}
 
-    def process(self, shard: Shard, out_dir: str):
-        frames = pl.bag_shard_frames(shard.bag, shard.start_ns, shard.end_ns, image_topics=self.cfg.image_topics)
+    def process(self, shard: Shard, out_dir: str, reading: Optional[Mapping[str, Any]] = None):
+        """Pass 1 of ``shard``; ``reading``: the :func:`pseudo_labels.bag_shard_frames` keyword arguments
+        (``image_topics``, ``reader_options``; default: the config's image topics)."""
+        reading = dict(reading) if reading else {"image_topics": self.cfg.image_topics}
+        frames = pl.bag_shard_frames(shard.bag, shard.start_ns, shard.end_ns, **reading)
         return pl.process_shard(frames, out_dir, shard.shard_id, source=Path(shard.source or shard.bag), config=self.cfg,
                                 labeler=self.labeler, progress=False)
 
@@ -160,6 +163,8 @@ def run_pseudo_labelling_ray(
     shards_per_bag: int = 1,
     backbone_module=None,
     ray_init_kwargs: Optional[Mapping[str, Any]] = None,
+    image_topics: Optional[Sequence[str]] = None,
+    reader_options: Optional[Mapping[str, Any]] = None,
 ) -> Dict[str, Any]:
     """:func:`pseudo_labels.run_pseudo_labelling` with the shards on Ray actors.
 
@@ -176,6 +181,11 @@ def run_pseudo_labelling_ray(
         backbone_module: a built backbone shipped to every actor (tests); default: each actor
             builds ``config.backbone``.
         ray_init_kwargs: extra ``ray.init`` arguments (e.g. ``runtime_env``).
+        image_topics: image topics to read (default: ``config.image_topics``, else every camera).
+        reader_options: further ``DriveReader`` arguments (``camera_info_topics``, ``calibration``,
+            ``lidar_topic``, ``max_dt_ms``, ``ego_motion``), as the one-process CLI passes them
+            (:func:`pseudo_labels.frame_reading_from_args`); relative paths resolve against the
+            driver's working directory.
 
     Returns:
         the ``index.json`` content (``frames`` streamed), as the one-process run.
@@ -187,22 +197,10 @@ def run_pseudo_labelling_ray(
         OSError: file-system errors (a rerun resumes, as the one-process run).
     """
     ray = import_ray()
-    cfg = pl.resolve_config(config, k=k, backbone=backbone, backbone_weights=backbone_weights, seed=seed)
-    if not previews:
-        cfg.preview_every = cfg.preview_first = 0
-    if not bags:
-        raise DriveSegmentError("no bags given")
-    bag_paths = [Path(b) for b in bags]
-    for b in bag_paths:
-        if not b.exists():
-            raise DriveSegmentError(f"bag {b} not found")
-    if len({pl.shard_id_for(b) for b in bag_paths}) != len(bag_paths):
-        raise DriveSegmentError("two bags have the same directory name; frame names would collide")
-    if backbone_module is not None:
-        name = getattr(backbone_module, "name", cfg.backbone)
-        if name != cfg.backbone:
-            LOG.info("using the given backbone module %r (config said %r)", name, cfg.backbone)
-            cfg.backbone = name
+    cfg, bag_paths = pl.prepare_run(bags, config, k=k, backbone=backbone, backbone_weights=backbone_weights, seed=seed,
+                                    previews=previews, backbone_module=backbone_module)
+    reading = {"image_topics": list(image_topics) if image_topics else cfg.image_topics,
+               "reader_options": dict(reader_options or {})}
     shards = [s for b in bag_paths for s in bag_time_shards(b.resolve(), shards_per_bag, source=str(b))]
     out = Path(out_dir).resolve()
     try:
@@ -248,7 +246,7 @@ def run_pseudo_labelling_ray(
                                         f"{sorted({i['device'] for i in infos})}); use only GPU or only CPU workers")
             key = keys.pop()
             pool = ActorPool(actors)
-            results = _run(ray, lambda: _ordered_map(pool, "process", shards, str(out)), "pass 1")
+            results = _run(ray, lambda: _ordered_map(pool, "process", shards, str(out), reading), "pass 1")
             for res in results:
                 LOG.info("shard %s: %d frames (%d computed, %d from cache)", res.shard_id, res.n_frames,
                          res.n_computed, res.n_cached)
@@ -291,22 +289,14 @@ def _run(ray, fn, what: str):
 # --------------------------------------------------------------------------------------------
 # CLI: --ray options of `drive-segment pseudo-label`
 # --------------------------------------------------------------------------------------------
-def _config_from_args(args) -> PseudoLabelConfig:
-    """The same settings as the one-process ``pseudo-label`` command (config file + flags)."""
-    config = getattr(args, "config", None)
-    if config is None and pl.DEFAULT_CONFIG_PATH.is_file():
-        config = pl.DEFAULT_CONFIG_PATH
-    overrides = {name: getattr(args, name, None) for name in ("batch_size", "kmeans_sample", "image_storage", "preview_every")}
-    return pl.resolve_config(config, **overrides)
-
-
 def _cli_ray(args) -> int:
     if getattr(args, "max_frames", None) is not None:
         raise DriveSegmentError("--max-frames is not supported with --ray (shards run in parallel); "
                                 "use it without --ray, or pass fewer bags")
+    cfg = pl.config_from_args(args)  # the same settings and bag reading as the one-process command
     index = run_pseudo_labelling_ray(
         args.bags, args.out, k=args.k, backbone=args.backbone, backbone_weights=args.backbone_weights,
-        config=_config_from_args(args), seed=args.seed, previews=not args.no_previews, address=args.ray_address,
+        config=cfg, **pl.frame_reading_from_args(args, cfg), seed=args.seed, previews=not args.no_previews, address=args.ray_address,
         num_workers=args.ray_workers, cpus_per_worker=args.ray_cpus_per_worker, gpus_per_worker=args.ray_gpus_per_worker,
         shards_per_bag=args.ray_shards_per_bag,
     )

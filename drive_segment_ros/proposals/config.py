@@ -9,7 +9,6 @@ no ``ring`` field default to the Velodyne HDL-64E of KITTI (64 beams, about +2 t
 from __future__ import annotations
 
 import logging
-import math
 from dataclasses import dataclass
 from typing import ClassVar, Optional
 
@@ -117,17 +116,7 @@ class ProposalConfig(ConfigBase):
         """Check every value; raise :class:`DriveSegmentError` (one line) on the first bad one."""
         if self.backend not in BACKENDS:
             raise DriveSegmentError(f"proposals: backend must be one of {BACKENDS}, got {self.backend!r}")
-        for name in ("min_range_m", "max_range_m", "ground_cell_m", "ground_angle_deg", "segment_angle_deg",
-                     "ground_max_step_m", "ground_near_m", "ground_near_tol_m", "fov_up_deg", "fov_down_deg",
-                     "ransac_distance_m", "ground_max_tilt_deg", "dbscan_eps_m"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-                raise DriveSegmentError(f"proposals: {name} must be a finite number, got {value!r}")
-        for name in ("min_segment_size", "max_segment_size", "smooth_window", "rows", "cols", "max_gap_px",
-                     "ransac_iterations", "dbscan_min_points", "seed"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int):
-                raise DriveSegmentError(f"proposals: {name} must be an integer, got {value!r}")
+        self.check_field_types()  # every number finite, every int an integer (also when built directly)
         if not 0 <= self.min_range_m < self.max_range_m:
             raise DriveSegmentError(
                 f"proposals: need 0 <= min_range_m < max_range_m, got {self.min_range_m}, {self.max_range_m}")

@@ -26,9 +26,9 @@ from typing import Dict, List, Optional, Tuple, Union
 
 from rosbags.highlevel import AnyReader
 
-from drive_segment_ros.ros.mcap_ros1 import as_ros2_paths
+from drive_segment_ros.ros.mcap_ros1 import as_ros2_paths, derived_copy
 from drive_segment_ros.ros.msgtypes import rosbags_typestore
-from drive_segment_ros.types import DriveSegmentError
+from drive_segment_ros.types import DriveSegmentError, error_line
 
 log = logging.getLogger(__name__)
 
@@ -170,8 +170,7 @@ def recover_mcap(src: Union[str, Path], dst: Union[str, Path]) -> McapRecovery:
                         rec.end_ns = r.log_time if rec.end_ns is None else max(rec.end_ns, r.log_time)
                 rec.bytes_used = counting.pos
         except Exception as exc:  # torn record: struct.error / EndOfFile / CRC / decompression errors
-            text = str(exc).splitlines()[0] if str(exc).strip() else type(exc).__name__
-            rec.error = text
+            rec.error = error_line(exc)
         if not started:
             writer.start(profile=profile, library="drive_segment recover")
         writer.finish()
@@ -179,27 +178,25 @@ def recover_mcap(src: Union[str, Path], dst: Union[str, Path]) -> McapRecovery:
     return rec
 
 
-_RECOVERED: Dict[Tuple[str, int, int], Tuple[Path, McapRecovery]] = {}
 _WARNED: set = set()
 
 
+def _recover_and_warn(path: Path, out: Path) -> McapRecovery:
+    rec = recover_mcap(path, out)
+    if rec.messages == 0:
+        raise DriveSegmentError(f"{path.name} is truncated ({rec.error or 'no end magic'}) and no complete chunk "
+                                f"with messages could be recovered from its {rec.bytes_total} bytes")
+    log.warning("%s", rec.summary())
+    return rec
+
+
 def recovered_copy(path: Union[str, Path]) -> Tuple[Path, McapRecovery]:
-    """The recovered copy of a truncated MCAP (made once per process per file version, in a temp dir).
+    """The recovered copy of a truncated MCAP (made once per process per file version, in a temp dir:
+    :func:`~drive_segment_ros.ros.mcap_ros1.derived_copy`).
 
     Raises:
         DriveSegmentError: nothing recoverable (no complete chunk with messages), not an MCAP."""
-    path = Path(path).resolve()
-    st = path.stat()
-    key = (str(path), int(st.st_size), int(st.st_mtime_ns))
-    if key not in _RECOVERED:
-        out = Path(tempfile.mkdtemp(prefix="drive_segment_recovered_")) / path.name
-        rec = recover_mcap(path, out)
-        if rec.messages == 0:
-            raise DriveSegmentError(f"{path.name} is truncated ({rec.error or 'no end magic'}) and no complete chunk "
-                                    f"with messages could be recovered from its {rec.bytes_total} bytes")
-        log.warning("%s", rec.summary())
-        _RECOVERED[key] = (out, rec)
-    return _RECOVERED[key]
+    return derived_copy(path, "drive_segment_recovered_", _recover_and_warn)
 
 
 def open_paths_with_recovery(paths: List[Path]) -> List[Path]:
@@ -287,12 +284,12 @@ def check_bag(path: Union[str, Path]) -> List[Tuple[str, bool, str]]:
             except ImportError:
                 out.append((f.name, True, "ok (magic bytes; install 'mcap' for a record check)"))
             except Exception as exc:
-                out.append((f.name, False, f"damaged: {str(exc).splitlines()[0] if str(exc).strip() else type(exc).__name__}"))
+                out.append((f.name, False, f"damaged: {error_line(exc)}"))
         else:
             try:
                 with AnyReader([f], default_typestore=rosbags_typestore()) as reader:
                     n = sum(int(getattr(c, "msgcount", 0) or 0) for c in reader.connections)
                 out.append((f.name, True, f"ok (ROS 1 bag opens, {n} messages indexed)"))
             except Exception as exc:  # rosbags ReaderError / struct errors on a damaged .bag
-                out.append((f.name, False, f"cannot open: {str(exc).splitlines()[0] if str(exc).strip() else type(exc).__name__}"))
+                out.append((f.name, False, f"cannot open: {error_line(exc)}"))
     return out

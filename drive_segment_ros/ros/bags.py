@@ -24,17 +24,12 @@ from rosbags.highlevel import AnyReader
 
 from drive_segment_ros.ros.bag_repair import open_paths_with_recovery
 from drive_segment_ros.ros.msgtypes import rosbags_typestore
-from drive_segment_ros.types import DriveSegmentError
+from drive_segment_ros.types import DriveSegmentError, error_line
 
 __all__ = ["bag_paths", "open_bag", "iter_messages", "deserialize"]
 
 #: suffixes of ROS 2 single storage files
 ROS2_STORAGE_SUFFIXES = (".db3", ".mcap")
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc)
-    return text.splitlines()[0] if text.strip() else type(exc).__name__
 
 
 def bag_paths(path: Union[str, Path]) -> List[Path]:
@@ -78,7 +73,7 @@ def open_bag(path: Union[str, Path]) -> AnyReader:
         reader = AnyReader(paths, default_typestore=rosbags_typestore())
         reader.open()
     except Exception as exc:  # rosbags AnyReaderError / ReaderError, sqlite3 / mcap / struct errors ...
-        raise DriveSegmentError(f"cannot read bag {str(path)!r}: {_first_line(exc)}") from None
+        raise DriveSegmentError(f"cannot read bag {str(path)!r}: {error_line(exc)}") from None
     return reader
 
 
@@ -107,7 +102,7 @@ def iter_messages(reader: AnyReader, connections: Iterable[Any], path: Union[str
         except StopIteration:
             return
         except Exception as exc:  # rosbags ReaderError, sqlite3.DatabaseError, mcap errors, struct errors ...
-            raise DriveSegmentError(f"cannot read bag {str(path)!r} (corrupt or truncated?): {_first_line(exc)}") from None
+            raise DriveSegmentError(f"cannot read bag {str(path)!r} (corrupt or truncated?): {error_line(exc)}") from None
         yield conn, int(stamp), raw
 
 
@@ -120,4 +115,4 @@ def deserialize(reader: AnyReader, raw: bytes, conn: Any, path: Union[str, Path]
     try:
         return reader.deserialize(raw, conn.msgtype)
     except Exception as exc:
-        raise DriveSegmentError(f"cannot decode a {conn.msgtype} message on {conn.topic!r} in {str(path)!r}: {_first_line(exc)}") from None
+        raise DriveSegmentError(f"cannot decode a {conn.msgtype} message on {conn.topic!r} in {str(path)!r}: {error_line(exc)}") from None

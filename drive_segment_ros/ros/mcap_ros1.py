@@ -16,13 +16,13 @@ import os
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Tuple, Union
+from typing import Any, Callable, Dict, List, Tuple, TypeVar, Union
 
 from rosbags.interfaces import Nodetype
 from rosbags.typesys import Stores, get_types_from_msg, get_typestore
 
 from drive_segment_ros.ros.msgtypes import rosbags_typestore
-from drive_segment_ros.types import DriveSegmentError
+from drive_segment_ros.types import DriveSegmentError, error_line
 
 log = logging.getLogger(__name__)
 
@@ -135,7 +135,7 @@ def convert_ros1_mcap(src: Union[str, Path], dst: Union[str, Path]) -> Ros1McapC
         except DriveSegmentError:
             raise
         except Exception as exc:
-            raise DriveSegmentError(f"cannot convert ROS 1 mcap {str(src)!r}: {str(exc).splitlines()[0] if str(exc).strip() else type(exc).__name__}") from None
+            raise DriveSegmentError(f"cannot convert ROS 1 mcap {str(src)!r}: {error_line(exc)}") from None
         finally:
             writer.finish()
     if not conv.messages:
@@ -145,23 +145,46 @@ def convert_ros1_mcap(src: Union[str, Path], dst: Union[str, Path]) -> Ros1McapC
     return conv
 
 
-_CONVERTED: Dict[Tuple[str, int, int], Path] = {}
+_R = TypeVar("_R")
+_DERIVED: Dict[Tuple[str, str, int, int], Tuple[Path, Any]] = {}
+
+
+def derived_copy(path: Union[str, Path], prefix: str, make: Callable[[Path, Path], _R]) -> Tuple[Path, _R]:
+    """A file derived from ``path`` (a recovered or converted copy), made once per process per file version.
+
+    Args:
+        path: the source file; its version is (resolved path, size, mtime ns).
+        prefix: prefix of the new temporary directory (also separates the kinds of copy).
+        make: ``make(source, out)`` writes ``out`` (``<new temp dir>/<source name>``) and returns a
+            result; an exception it raises is passed on and nothing is cached.
+
+    Returns:
+        ``(out, result of make)``, the cached pair on later calls for the same file version.
+        The temporary directory is not removed (it lives as long as the process may read it).
+    """
+    path = Path(path).resolve()
+    st = path.stat()
+    key = (prefix, str(path), int(st.st_size), int(st.st_mtime_ns))
+    if key not in _DERIVED:
+        out = Path(tempfile.mkdtemp(prefix=prefix)) / path.name
+        _DERIVED[key] = (out, make(path, out))
+    return _DERIVED[key]
+
+
+def _convert_and_log(path: Path, out: Path) -> Ros1McapConversion:
+    conv = convert_ros1_mcap(path, out)
+    left = f"; left out {sorted(conv.skipped)}" if conv.skipped else ""
+    log.info("%s is a ROS 1 profile mcap: converted %d messages on %d topics to ROS 2%s",
+             path.name, sum(conv.messages.values()), len(conv.messages), left)
+    return conv
 
 
 def ros2_copy(path: Union[str, Path]) -> Path:
-    """The ROS 2 copy of a ROS 1 profile MCAP (converted once per process per file version, in a temp dir)."""
-    path = Path(path).resolve()
-    st = path.stat()
-    key = (str(path), int(st.st_size), int(st.st_mtime_ns))
-    if key not in _CONVERTED:
-        out = Path(tempfile.mkdtemp(prefix="drive_segment_ros1mcap_")) / path.name
-        conv = convert_ros1_mcap(path, out)
-        n = sum(conv.messages.values())
-        left = f"; left out {sorted(conv.skipped)}" if conv.skipped else ""
-        log.info("%s is a ROS 1 profile mcap: converted %d messages on %d topics to ROS 2%s",
-                 path.name, n, len(conv.messages), left)
-        _CONVERTED[key] = out
-    return _CONVERTED[key]
+    """The ROS 2 copy of a ROS 1 profile MCAP (converted once per process per file version, in a temp dir).
+
+    Raises:
+        DriveSegmentError: as :func:`convert_ros1_mcap`."""
+    return derived_copy(path, "drive_segment_ros1mcap_", _convert_and_log)[0]
 
 
 def as_ros2_paths(paths: List[Path]) -> List[Path]:

@@ -12,8 +12,9 @@ from typing import Any, Optional
 
 import numpy as np
 
-from drive_segment_ros.geometry import quaternion_to_matrix
+from drive_segment_ros.calibration import transform_to_matrix
 from drive_segment_ros.tf_buffer import DEFAULT_CACHE_NS, ExtrapolationError
+from drive_segment_ros.types import error_line
 
 
 def tf2_available() -> bool:
@@ -40,22 +41,14 @@ class Tf2Buffer:
         """Add an rclpy ``geometry_msgs/TransformStamped``."""
         (self._buf.set_transform_static if static else self._buf.set_transform)(msg, "drive_segment")
 
-    @staticmethod
-    def _matrix(ts: Any) -> np.ndarray:
-        t, q = ts.transform.translation, ts.transform.rotation
-        T = np.eye(4)
-        T[:3, :3] = quaternion_to_matrix((q.x, q.y, q.z, q.w))
-        T[:3, 3] = (t.x, t.y, t.z)
-        return T
-
     def lookup_transform(self, target: str, source: str, time_ns: Optional[int] = None) -> np.ndarray:
         """(4, 4) ``T_target_source`` at ``time_ns`` (None / 0 = latest); tf2 errors -> ExtrapolationError."""
         from rclpy.time import Time  # optional heavy dependency
 
         try:
-            return self._matrix(self._buf.lookup_transform(target, source, Time(nanoseconds=int(time_ns or 0))))
+            return transform_to_matrix(self._buf.lookup_transform(target, source, Time(nanoseconds=int(time_ns or 0))).transform)
         except Exception as exc:  # tf2 LookupException / ExtrapolationException / ConnectivityException
-            raise ExtrapolationError(str(exc).splitlines()[0]) from None
+            raise ExtrapolationError(error_line(exc)) from None
 
     def lookup_transform_full(self, target: str, target_time_ns: int, source: str, source_time_ns: int,
                               fixed_frame: str) -> np.ndarray:
@@ -66,5 +59,5 @@ class Tf2Buffer:
             ts = self._buf.lookup_transform_full(target, Time(nanoseconds=int(target_time_ns)), source,
                                                  Time(nanoseconds=int(source_time_ns)), fixed_frame)
         except Exception as exc:
-            raise ExtrapolationError(str(exc).splitlines()[0]) from None
-        return self._matrix(ts)
+            raise ExtrapolationError(error_line(exc)) from None
+        return transform_to_matrix(ts.transform)
