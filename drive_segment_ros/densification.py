@@ -302,7 +302,10 @@ def fill_segments(
 ) -> None:
     """Per-segment closing / convex hull bounded by depth discontinuities (in place on ``out``).
 
-    ``kernel_px``: closing rectangle ``(width, height)``, no closing when either is <= 1.
+    Step 3 of :func:`densify`; ``out``, ``zbuf``, ``rows``, ``cols``, ``depth``, ``ids`` and
+    ``config`` as there. ``kernel_px``: closing rectangle ``(width, height)`` in pixels, no closing
+    when either is <= 1. A pixel is claimed only when it is unlabelled and not behind the
+    segment's nearest point by more than ``config.tolerance``; nearer segments claim first.
     Loops over segments (not points), each on its bounding-box ROI.
     """
     H, W = out.shape

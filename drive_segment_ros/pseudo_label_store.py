@@ -375,6 +375,7 @@ class JsonlAppender:
         os.fsync(self._f.fileno())
 
     def close(self) -> None:
+        """Close the file (every appended line is already fsynced)."""
         self._f.close()
 
     def __enter__(self) -> "JsonlAppender":

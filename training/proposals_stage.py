@@ -32,7 +32,7 @@ from drive_segment_ros.proposals import ProposalConfig
 from drive_segment_ros.proposals.config import BACKENDS as _BACKENDS
 from drive_segment_ros.segment_map import compute_segment_map
 from drive_segment_ros.types import DriveSegmentError
-from drive_segment_training.drives import DriveReader, add_bag_reading_args, camera_info_topics_arg
+from drive_segment_training.drives import DriveReader, add_bag_reading_args, reader_options_from_args
 from drive_segment_training.figures import draw_proposals
 from drive_segment_training.proposal_quality import run_quality
 
@@ -197,9 +197,8 @@ def _cmd_proposals(args: argparse.Namespace) -> int:
         raise DriveSegmentError("proposals: give BAG(s) and --out DIR (or --eval-semantickitti / --eval-kitti-boxes)")
     index = run_proposals(
         args.bags, args.out, proposal_config=args.config, projection_config=args.projection_config,
-        image_topics=args.image_topic, lidar_topic=args.lidar_topic, calibration=args.calibration,
-        max_dt_ms=args.max_dt_ms, backend=args.backend, max_frames=args.max_frames, overlays=not args.no_overlay,
-        camera_info_topics=camera_info_topics_arg(args.image_topic, args.camera_info_topic), ego_motion=args.ego_motion,
+        image_topics=args.image_topic, backend=args.backend, max_frames=args.max_frames, overlays=not args.no_overlay,
+        **reader_options_from_args(args),  # --lidar-topic, --camera-info-topic, --calibration, --max-dt-ms, --ego-motion
     )
     fr = index["frames"]
     if fr:

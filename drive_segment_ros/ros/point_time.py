@@ -23,6 +23,7 @@ from typing import Any, Optional, Tuple
 
 import numpy as np
 
+from drive_segment_ros.ros.msgtypes import header_stamp_ns
 from drive_segment_ros.ros.pointcloud2 import _raw_view
 from drive_segment_ros.types import DriveSegmentError
 
@@ -39,13 +40,6 @@ def point_time_field(msg: Any) -> Optional[str]:
     return None
 
 
-def _header_ns(msg: Any) -> int:
-    st = msg.header.stamp
-    nsec = getattr(st, "nanosec", getattr(st, "nsec", 0))
-    sec = getattr(st, "sec", getattr(st, "secs", 0))
-    return int(sec) * 1_000_000_000 + int(nsec)
-
-
 def read_point_times_ns(msg: Any, skip_nans: bool = True) -> Tuple[Optional[np.ndarray], Optional[str]]:
     """Absolute per-point stamps (ns) of a PointCloud2, aligned with ``read_points_xyzi(msg, skip_nans)``.
 
@@ -57,8 +51,10 @@ def read_point_times_ns(msg: Any, skip_nans: bool = True) -> Tuple[Optional[np.n
         ``(times, field)``: (N,) int64 ns since the epoch and the field name used, or
         ``(None, None)`` when the cloud has no per-point time field.
 
+    Non-finite float times count as 0 (relative fields: the header stamp).
+
     Raises:
-        DriveSegmentError: a time field of an unsupported type (count > 1) or non-finite times.
+        DriveSegmentError: a time field of an unsupported type (count > 1); a cloud without ``header.stamp``.
     """
     name = point_time_field(msg)
     if name is None:
@@ -67,11 +63,9 @@ def read_point_times_ns(msg: Any, skip_nans: bool = True) -> Tuple[Optional[np.n
     if arr.dtype.fields[name][0].subdtype is not None:
         raise DriveSegmentError(f"PointCloud2 time field {name!r} has count > 1")
     raw = arr[name]
-    stamp = _header_ns(msg)
+    stamp = header_stamp_ns(msg)
     kind = raw.dtype.kind
-    if name in ("t", "offset_time") and kind in "ui":
-        times = stamp + raw.astype(np.int64)  # ouster-ros / Livox: ns relative to the header
-    elif kind in "ui":
+    if kind in "ui":  # ouster-ros ``t`` / Livox ``offset_time`` (and any integer field): ns relative to the header
         times = stamp + raw.astype(np.int64)
     else:
         vals = raw.astype(np.float64)
