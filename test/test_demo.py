@@ -195,5 +195,6 @@ def test_full_demo_student_beats_baseline_and_readme_matches():
                     f"{100 * m['majority']['mIoU']:.1f}"]
         assert list(row.groups()) == expected, (tag, row.groups(), expected)
     # 3 confusion matrices, 6 Waymo predictions, 7 proposal overlays, 7 pseudo-label previews,
-    # 2 loss curves, 14 teacher/student predictions (+ 2 ego-motion figures in runs that have them)
-    _check_report_images(ROOT / "demo_out" / "report.html", expected=39 + len(list((ROOT / "demo_out" / "ego_motion").glob("*.png"))))
+    # 2 loss curves, 14 teacher/student predictions, the student's KITTI-semantics confusion matrix and
+    # 3 KITTI panels (+ 2 ego-motion figures in runs that have them)
+    _check_report_images(ROOT / "demo_out" / "report.html", expected=43 + len(list((ROOT / "demo_out" / "ego_motion").glob("*.png"))))
