@@ -1,10 +1,11 @@
-"""Calibration: the TF tree of ``/tf_static``, calibration YAML (no ROS imports, no message building).
+"""Calibration: ``geometry_msgs/Transform`` -> matrix, calibration YAML (no ROS imports, no message building).
 
-* ``tf2_msgs/TFMessage`` of ``geometry_msgs/TransformStamped``: ``header.frame_id`` is the parent,
-  ``child_frame_id`` the child; the transform maps child-frame points into the parent frame, i.e.
-  it is ``T_parent_child`` (REP 105 / tf2 convention). Quaternions are ``(x, y, z, w)``, converted
-  with :class:`scipy.spatial.transform.Rotation` (scalar-last). Messages are read by duck typing
-  (rosbags or rclpy alike); every transform is checked by :func:`.geometry.validate_transform`.
+* ``geometry_msgs/TransformStamped``: ``header.frame_id`` is the parent, ``child_frame_id`` the
+  child; the transform maps child-frame points into the parent frame, i.e. it is ``T_parent_child``
+  (REP 105 / tf2 convention). Quaternions are ``(x, y, z, w)``, converted with
+  :class:`scipy.spatial.transform.Rotation` (scalar-last). Messages are read by duck typing (rosbags
+  or rclpy alike). The transform tree that ``/tf_static`` and ``/tf`` fill (nodes and the offline
+  drive reader alike) is :class:`drive_segment_ros.tf_buffer.TransformBuffer`.
 * The calibration YAML (``config/calibration_example.yaml``) gives ``T_cam_lidar`` per camera for
   bags without ``/tf_static``, plus optional ``K`` / ``D`` overrides.
 
@@ -14,15 +15,14 @@
 from __future__ import annotations
 
 import logging
-from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, Iterable, List, Optional, Union
+from typing import Any, Dict, Optional, Union
 
 import numpy as np
 
 from drive_segment_ros.config import load_yaml_mapping
-from drive_segment_ros.geometry import invert_transform, quaternion_to_matrix, validate_transform
+from drive_segment_ros.geometry import quaternion_to_matrix, validate_transform
 from drive_segment_ros.types import CameraModel, DriveSegmentError
 
 log = logging.getLogger(__name__)
@@ -43,101 +43,6 @@ def transform_to_matrix(transform: Any) -> np.ndarray:
     T[:3, :3] = quaternion_to_matrix((q.x, q.y, q.z, q.w))
     T[:3, 3] = (t.x, t.y, t.z)
     return T
-
-
-class TransformTree:
-    """Static transform graph built from ``/tf_static`` (and latest ``/tf``) messages.
-
-    Edges are stored as ``T_parent_child``; :meth:`lookup` walks the graph (breadth first) in
-    either direction, so ``lookup("camera_optical", "velo_link")`` works whether both frames hang
-    off ``base_link`` or one is the parent of the other. Dynamic ``/tf`` edges keep their latest
-    value (no interpolation; fine for sensor extrinsics, not for odometry).
-    """
-
-    def __init__(self) -> None:
-        self._edges: Dict[str, Dict[str, np.ndarray]] = {}
-        self._parents: Dict[str, str] = {}
-
-    def add(self, T_parent_child: np.ndarray, parent: str, child: str) -> None:
-        """Add / replace the edge ``parent -> child`` (``T_parent_child`` 4x4 float64, child points into parent).
-
-        Raises:
-            DriveSegmentError: invalid matrix, empty or identical frame names.
-        """
-        parent, child = str(parent).lstrip("/"), str(child).lstrip("/")
-        if not parent or not child or parent == child:
-            raise DriveSegmentError(f"transform needs two different non-empty frames, got {parent!r} -> {child!r}")
-        T = validate_transform(T_parent_child, f"transform {parent} -> {child}")
-        old = self._parents.get(child)
-        if old is not None and old != parent:
-            self._edges[old].pop(child, None)
-            self._edges[child].pop(old, None)
-        self._parents[child] = parent
-        self._edges.setdefault(parent, {})[child] = T
-        self._edges.setdefault(child, {})[parent] = invert_transform(T)
-
-    def add_transform_stamped(self, ts: Any) -> None:
-        """Add one ``geometry_msgs/TransformStamped`` (parent = ``header.frame_id``, child = ``child_frame_id``).
-
-        Raises:
-            DriveSegmentError: as :meth:`add` (invalid or mirrored transform, bad frame names).
-        """
-        self.add(transform_to_matrix(ts.transform), ts.header.frame_id, ts.child_frame_id)
-
-    def add_tf_message(self, msg: Any) -> None:
-        """Add every transform of a ``tf2_msgs/TFMessage``. Raises DriveSegmentError as :meth:`add`."""
-        for ts in msg.transforms:
-            self.add_transform_stamped(ts)
-
-    @classmethod
-    def from_messages(cls, messages: Iterable[Any]) -> "TransformTree":
-        """Tree from an iterable of TFMessage messages."""
-        tree = cls()
-        for msg in messages:
-            tree.add_tf_message(msg)
-        return tree
-
-    @property
-    def frames(self) -> List[str]:
-        """All frame names, sorted."""
-        return sorted(self._edges)
-
-    def __contains__(self, frame: str) -> bool:
-        return str(frame).lstrip("/") in self._edges
-
-    def can_transform(self, target_frame: str, source_frame: str) -> bool:
-        """True when :meth:`lookup` would succeed."""
-        try:
-            self.lookup(target_frame, source_frame)
-        except DriveSegmentError:
-            return False
-        return True
-
-    def lookup(self, target_frame: str, source_frame: str) -> np.ndarray:
-        """``T_target_source`` (4, 4) float64: maps points in ``source_frame`` into ``target_frame``.
-
-        Raises:
-            DriveSegmentError: unknown frame or no path between the frames (lists the known frames).
-        """
-        target, source = str(target_frame).lstrip("/"), str(source_frame).lstrip("/")
-        if target == source:
-            return np.eye(4)
-        for f in (target, source):
-            if f not in self._edges:
-                raise DriveSegmentError(f"no transform from {source!r} to {target!r}: frame {f!r} unknown (known: {self.frames})")
-        # BFS from target; T accumulates T_target_node
-        seen = {target: np.eye(4)}
-        queue = deque([target])
-        while queue:
-            node = queue.popleft()
-            for nxt, T_node_nxt in self._edges[node].items():
-                if nxt in seen:
-                    continue
-                seen[nxt] = seen[node] @ T_node_nxt
-                if nxt == source:
-                    return seen[nxt]
-                queue.append(nxt)
-        raise DriveSegmentError(f"no transform path from {source!r} to {target!r} in the TF tree (frames: {self.frames})")
 
 
 # --------------------------------------------------------------------------- YAML

@@ -28,12 +28,12 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from typing import Any, Optional
+from typing import Any, List, Optional, Tuple
 
 import numpy as np
 
 from drive_segment_ros.geometry import invert_transform, validate_transform
-from drive_segment_ros.tf_buffer import TransformBuffer
+from drive_segment_ros.tf_buffer import EdgeInfo, TransformBuffer
 from drive_segment_ros.types import DriveSegmentError
 
 log = logging.getLogger(__name__)
@@ -193,23 +193,20 @@ class EgoMotion:
                 self.first_dynamic_ns = ns if self.first_dynamic_ns is None else min(self.first_dynamic_ns, ns)
                 self.last_dynamic_ns = ns if self.last_dynamic_ns is None else max(self.last_dynamic_ns, ns)
 
-    def _moving_edges(self, frame: str):
-        """Child frames of the non-constant dynamic edges between ``frame`` and its root."""
-        buf = self.buffer
-        path = buf._root_path(frame.lstrip("/")) if frame.lstrip("/") in set(buf.frames) else []
-        out = []
-        for child in path[:-1]:
-            e = buf._edges[child]
-            if not e.static and not (e.constant_as_static and e.is_constant()):
-                out.append(child)
-        return path, out
+    def _moving_edges(self, frame: str) -> Tuple[List[str], List[EdgeInfo]]:
+        """``(root path of frame, its moving edges)``: the path ``[frame, ..., root]`` (empty for an unknown
+        frame) and the :class:`~drive_segment_ros.tf_buffer.EdgeInfo` of each dynamic, non-constant edge on it."""
+        buf, frame = self.buffer, frame.lstrip("/")
+        path = buf.root_path(frame) if frame in buf else []
+        edges = [buf.edge(child) for child in path[:-1]]
+        return path, [e for e in edges if e is not None and e.moving]
 
     def fixed_frame(self, lidar_frame: str) -> Optional[str]:
         """The root frame above ``lidar_frame`` when odometry moves it, else None."""
         path, moving = self._moving_edges(lidar_frame)
         if not moving:
             return None
-        if any(len(self.buffer._edges[c].times) < 2 for c in moving):
+        if any(e.n_samples < 2 for e in moving):
             return None
         return path[-1]
 
@@ -220,7 +217,7 @@ class EgoMotion:
     def covered_until(self, lidar_frame: str) -> Optional[int]:
         """Newest stamp (ns) every moving edge above ``lidar_frame`` has (None without odometry)."""
         _, moving = self._moving_edges(lidar_frame)
-        ends = [self.buffer._edges[c].times[-1] for c in moving if self.buffer._edges[c].times]
+        ends = [e.last_ns for e in moving if e.last_ns is not None]
         return min(ends) if ends else None
 
     def describe(self, lidar_frame: str) -> str:
@@ -232,11 +229,10 @@ class EgoMotion:
             return "none: no /tf odometry in the bag (one static extrinsic per camera)"
         _, moving = self._moving_edges(lidar_frame)
         parts = []
-        for c in moving:
-            e = self.buffer._edges[c]
-            span = (e.times[-1] - e.times[0]) / 1e9 if len(e.times) > 1 else 0.0
-            rate = (len(e.times) - 1) / span if span > 0 else 0.0
-            parts.append(f"{e.parent} -> {c} ({len(e.times)} poses over {span:.1f} s, {rate:.1f} Hz)")
+        for e in moving:
+            span = (e.last_ns - e.first_ns) / 1e9 if e.n_samples > 1 else 0.0
+            rate = (e.n_samples - 1) / span if span > 0 else 0.0
+            parts.append(f"{e.parent} -> {e.child} ({e.n_samples} poses over {span:.1f} s, {rate:.1f} Hz)")
         return f"/tf odometry, fixed frame {fixed!r}: " + ", ".join(parts)
 
     def lidar_motion(self, lidar_frame: str, t_img_ns: int, t_scan_ns: int) -> np.ndarray:

@@ -29,9 +29,11 @@ Layout of the offline run (format 2; ``<key>`` = hash of the clustering settings
 
 A re-run with other clustering settings writes another ``runs/<key>/``: the previous complete run
 stays readable through the old ``index.json`` until the new one replaces it (then stale runs are
-removed). The ROS node and ``drive_segment_training.datasets.make_synthetic_pseudo_label_dir`` write format 1: ``index.json`` with an
-inline ``"frames"`` list, ``images/<name>.png`` and ``segments/<name>.npy``; every reader here
-accepts both.
+removed). The ROS ``pseudo_label_node`` writes format 2 with its frames in ``DIR/index.jsonl``
+(appended per frame; ``index.json`` written last when the node finalizes). Only
+``drive_segment_training.datasets.make_synthetic_pseudo_label_dir`` writes format 1: ``index.json``
+with an inline ``"frames"`` list, ``images/<name>.png`` and ``segments/<name>.npy``; every reader
+here accepts both.
 
 Every file is written atomically: the bytes go to a hidden temporary file in the same
 directory (flushed and fsynced), which then replaces the target with ``os.replace`` (atomic on
@@ -270,6 +272,30 @@ def segments_png_bytes(segment_map: np.ndarray) -> bytes:
 def write_segments_png(path: PathLike, segment_map: np.ndarray) -> Path:
     """Write ``segment_map`` as a uint16 PNG (:func:`segments_png_bytes`), atomically."""
     return atomic_write_bytes(path, segments_png_bytes(segment_map))
+
+
+def write_segment_map(root: PathLike, name: str, segment_map: np.ndarray) -> str:
+    """Write one frame's segment map under ``root``, atomically; returns its path relative to ``root``.
+
+    ``segments/<name>.png`` (uint16, id + 1, :func:`segments_png_bytes`), or ``segments/<name>.npz``
+    (compressed int32, key ``segments``) when an id does not fit uint16. :func:`read_segments`
+    reads both. Used by the offline run and the pseudo-label node.
+
+    Raises:
+        DriveSegmentError: a map that is not 2-D; OSError: the write failed (nothing left half-written).
+    """
+    try:
+        data = segments_png_bytes(segment_map)
+    except DriveSegmentError as exc:
+        if np.asarray(segment_map).ndim != 2:
+            raise
+        LOG.info("frame %s: %s; writing a compressed .npz segment map", name, exc)
+        rel = f"segments/{name}.npz"
+        write_npz(Path(root) / rel, compress=True, segments=np.asarray(segment_map, dtype=np.int32))
+        return rel
+    rel = f"segments/{name}.png"
+    atomic_write_bytes(Path(root) / rel, data)
+    return rel
 
 
 def read_segments(path: PathLike) -> np.ndarray:

@@ -23,8 +23,17 @@ which case the nearest sample is held (tf2 has no such tolerance; it lets a came
 before the first ``/tf`` sample be used, and is 0 by default). Quaternions are ``(x, y, z, w)``
 (``geometry_msgs/Quaternion``), converted with :class:`scipy.spatial.transform.Rotation`.
 
+This is the package's one transform tree: the offline drive reader (through
+:class:`drive_segment_ros.ego_motion.EgoMotion`) fills it from a bag's ``/tf`` + ``/tf_static``, and
+the camera + LiDAR nodes (:mod:`drive_segment_ros.nodes.camera_lidar`) fill it from ``/tf_static``
+only (``static=True``; a static chain is looked up with no time). Each frame has one parent; a
+transform that would close a loop is rejected when it is added. A static transform that gives a
+frame a new parent is rejected (the offline reader keeps the first tree it saw) unless the buffer
+is built with ``reparent_static=True``, where it replaces the old edge as tf2's static cache does
+(what a node wants when a calibration is re-published).
+
 Where ROS 2 is installed, :mod:`drive_segment_ros.ros.tf2_buffer` puts a ``tf2_ros.Buffer`` behind the
-same lookups, and the tests cross-check the two; this class stays the one the offline reader uses,
+same lookups, and the tests cross-check the two; this class stays the one the package uses,
 because it also does vectorised (per-point) lookups, the extrapolation tolerance and constant
 mountings on ``/tf``. Core module: numpy / scipy only.
 """
@@ -234,6 +243,33 @@ class _Edge:
         return _compose(_quat_to_mats(q), t)
 
 
+@dataclass(frozen=True)
+class EdgeInfo:
+    """A snapshot of one ``parent -> child`` edge of a :class:`TransformBuffer` (public query result).
+
+    Attributes:
+        parent, child: frame names (no leading ``/``).
+        static: the edge came on ``/tf_static`` (valid at all times).
+        constant: a dynamic edge with >= 2 identical samples that the buffer treats as static
+            (``constant_as_static``, a mounting republished on ``/tf``).
+        n_samples: stored samples (1 for a static edge; dynamic ones are pruned to the cache length).
+        first_ns, last_ns: earliest / latest stored stamp, integer ns (``None`` when there is none).
+    """
+
+    parent: str
+    child: str
+    static: bool
+    constant: bool
+    n_samples: int
+    first_ns: Optional[int]
+    last_ns: Optional[int]
+
+    @property
+    def moving(self) -> bool:
+        """True for a dynamic edge whose samples differ (odometry): neither static nor held constant."""
+        return not self.static and not self.constant
+
+
 class TransformBuffer:
     """tf2-like transform buffer (static + dynamic edges, interpolation, extrapolation checks).
 
@@ -245,27 +281,49 @@ class TransformBuffer:
         constant_as_static: a dynamic edge with at least two samples that are all identical (a
             sensor mounting republished on ``/tf``, as Foxglove's nuScenes converter does) is valid at
             all times, as if it came on ``/tf_static`` (tf2 would raise outside its samples).
+        reparent_static: a static transform whose child already hangs off another frame by a
+            static edge replaces that edge (tf2's static cache keeps the latest transform, parent
+            included; the nodes use this for ``/tf_static``). ``False`` (default) rejects it as a
+            second parent. A dynamic edge never changes parent.
 
-    Raises (lookups):
-        TransformLookupError: unknown frame or frames in different trees.
-        ExtrapolationError: a requested time outside a dynamic edge's samples beyond the tolerance.
-        DriveSegmentError: a frame with two different parents, a non-rigid transform, bad quaternion.
+    Raises:
+        TransformLookupError (lookups): unknown frame or frames in different trees.
+        ExtrapolationError (lookups): a requested time outside a dynamic edge's samples beyond the tolerance.
+        DriveSegmentError (adding): a frame with two different parents (see ``reparent_static``), a
+        transform that would close a loop, a non-rigid transform, a bad quaternion.
     """
 
     def __init__(self, cache_ns: Optional[int] = DEFAULT_CACHE_NS, max_extrapolation_ns: int = 0,
-                 constant_as_static: bool = True) -> None:
+                 constant_as_static: bool = True, reparent_static: bool = False) -> None:
         self.cache_ns = None if cache_ns is None else int(cache_ns)
         self.max_extrapolation_ns = int(max_extrapolation_ns)
         self.constant_as_static = bool(constant_as_static)
+        self.reparent_static = bool(reparent_static)
         self._edges: Dict[str, _Edge] = {}  # child -> edge to its parent
+
+    @classmethod
+    def from_messages(cls, messages: Iterable[Any], static: bool = False, **kwargs: Any) -> "TransformBuffer":
+        """A buffer filled with every transform of an iterable of ``tf2_msgs/TFMessage`` (rosbags or rclpy).
+
+        Args:
+            static: the messages come from ``/tf_static``.
+            **kwargs: constructor arguments.
+
+        Raises:
+            DriveSegmentError: as :meth:`add_tf_message`."""
+        buf = cls(**kwargs)
+        for msg in messages:
+            buf.add_tf_message(msg, static=static)
+        return buf
 
     # ------------------------------------------------------------------ filling
     def set_transform(self, T_parent_child: Any, parent: str, child: str, stamp_ns: int = 0, static: bool = False) -> None:
         """Add ``T_parent_child`` (4x4, maps child points into the parent frame) at ``stamp_ns``.
 
         Raises:
-            DriveSegmentError: non-rigid / non-finite transform, parent == child, or ``child`` already
-            has another parent (a tf tree has one parent per frame).
+            DriveSegmentError: non-rigid / non-finite transform, parent == child, ``child`` already
+            has another parent (a tf tree has one parent per frame; see ``reparent_static``), or the
+            edge would close a loop.
         """
         parent, child = _clean(parent), _clean(child)
         if not parent or not child or parent == child:
@@ -287,13 +345,26 @@ class TransformBuffer:
             raise DriveSegmentError(f"transform {parent} -> {child}: non-finite translation or invalid quaternion {q.tolist()}")
         self._insert(parent, child, int(stamp_ns), t, q / nq, static)
 
+    def _closes_loop(self, parent: str, child: str) -> bool:
+        """True when ``child`` is ``parent`` or one of its ancestors (a new ``parent -> child`` edge would loop)."""
+        frame, steps = parent, 0
+        while frame is not None and steps <= len(self._edges):
+            if frame == child:
+                return True
+            e = self._edges.get(frame)
+            frame, steps = (e.parent if e else None), steps + 1
+        return False
+
     def _insert(self, parent: str, child: str, stamp: int, t: np.ndarray, q: np.ndarray, static: bool) -> None:
         edge = self._edges.get(child)
-        if edge is None:
+        replace = edge is not None and edge.parent != parent
+        if replace and not (static and edge.static and self.reparent_static):
+            raise DriveSegmentError(f"frame {child!r} has two parents: {edge.parent!r} and {parent!r}")
+        if (edge is None or replace) and self._closes_loop(parent, child):
+            raise DriveSegmentError(f"transform {parent} -> {child} would close a loop: {child!r} is already above {parent!r}")
+        if edge is None or replace:
             edge = _Edge(parent=parent, static=bool(static), constant_as_static=self.constant_as_static)
             self._edges[child] = edge
-        elif edge.parent != parent:
-            raise DriveSegmentError(f"frame {child!r} has two parents: {edge.parent!r} and {parent!r}")
         elif static and not edge.static:
             edge.static = True  # a /tf_static value wins over earlier /tf samples of the same edge
         edge.insert(stamp, t, q)
@@ -337,6 +408,35 @@ class TransformBuffer:
         out = set(self._edges)
         out.update(e.parent for e in self._edges.values())
         return sorted(out)
+
+    def __contains__(self, frame: str) -> bool:
+        """True when ``frame`` (leading ``/`` ignored) is a child or a parent of some edge."""
+        frame = _clean(frame)
+        return frame in self._edges or any(e.parent == frame for e in self._edges.values())
+
+    def root_path(self, frame: str) -> List[str]:
+        """``[frame, parent, grandparent, ..., root]`` (frame names, leading ``/`` dropped).
+
+        Raises:
+            TransformLookupError: unknown frame."""
+        frame = _clean(frame)
+        if frame not in self:
+            raise TransformLookupError(f"frame {frame!r} does not exist (known frames: {self.frames})")
+        return self._root_path(frame)
+
+    def edge(self, child: str) -> Optional[EdgeInfo]:
+        """The edge ``parent(child) -> child`` as an :class:`EdgeInfo` (``None`` for a root or an unknown frame)."""
+        child = _clean(child)
+        e = self._edges.get(child)
+        if e is None:
+            return None
+        constant = (not e.static) and e.constant_as_static and e.is_constant()
+        return EdgeInfo(parent=e.parent, child=child, static=e.static, constant=constant, n_samples=len(e.times),
+                        first_ns=e.times[0] if e.times else None, last_ns=e.times[-1] if e.times else None)
+
+    def edges(self) -> List[EdgeInfo]:
+        """Every edge as an :class:`EdgeInfo`, sorted by child frame (for ``inspect``)."""
+        return [self.edge(c) for c in sorted(self._edges)]
 
     def parent_of(self, frame: str) -> Optional[str]:
         """The parent frame of ``frame`` (None for a root or an unknown frame)."""
@@ -451,8 +551,3 @@ def transforms_equal(a: np.ndarray, b: np.ndarray, atol_m: float = 1e-6, atol_ra
     ang = float(np.arccos(np.clip((np.trace(d[:3, :3]) - 1.0) / 2.0, -1.0, 1.0)))
     return bool(np.linalg.norm(a[:3, 3] - b[:3, 3]) <= atol_m and ang <= atol_rad)
 
-
-def iter_edges(buffer: TransformBuffer) -> Iterable[Tuple[str, str, bool, int]]:
-    """``(parent, child, static, n_samples)`` per edge (for ``inspect``)."""
-    for child, e in sorted(buffer._edges.items()):
-        yield e.parent, child, e.static, len(e.times)

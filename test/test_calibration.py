@@ -1,5 +1,5 @@
-"""Calibration: CameraInfo <-> CameraModel, TF tree composition (known answers), calibration YAML, the ONE
-transform validator behind every path."""
+"""Calibration: CameraInfo <-> CameraModel, /tf_static tree composition in the ONE transform tree
+(TransformBuffer, known answers), calibration YAML, the ONE transform validator behind every path."""
 from __future__ import annotations
 
 import json
@@ -9,12 +9,13 @@ import numpy as np
 import pytest
 from scipy.spatial.transform import Rotation
 
-from drive_segment_ros.calibration import TransformTree, load_calibration_yaml
+from drive_segment_ros.calibration import load_calibration_yaml
 from drive_segment_ros.geometry import invert_transform, quaternion_to_matrix, validate_transform
 from drive_segment_ros.nodes import transform_from_parameter
 from drive_segment_ros.projection import labels_to_points, project_points, transform_points
 from drive_segment_ros.ros.camera_info import camera_info_fields, camera_info_msg, camera_model_from_info, transform_stamped
 from drive_segment_ros.segment_map import segment_map
+from drive_segment_ros.tf_buffer import TransformBuffer, TransformLookupError
 from drive_segment_ros.ros.msgtypes import rclpy_types, rosbags_types
 from drive_segment_ros.types import CameraModel, DriveSegmentError
 
@@ -81,46 +82,51 @@ def test_tree_composes_both_directions():
     types = rosbags_types()
     tf = types.TFMessage(transforms=[transform_stamped(T_base_lidar, "base_link", "lidar", 0),
                                      transform_stamped(T_base_cam, "base_link", "cam_optical", 0)])
-    tree = TransformTree.from_messages([tf])
+    tree = TransformBuffer.from_messages([tf], static=True)
     assert tree.frames == ["base_link", "cam_optical", "lidar"]
-    T_cam_lidar = tree.lookup("cam_optical", "lidar")
+    assert "/lidar" in tree and "nope" not in tree
+    T_cam_lidar = tree.lookup_transform("cam_optical", "lidar")
     np.testing.assert_allclose(T_cam_lidar, invert_transform(T_base_cam) @ T_base_lidar, atol=1e-9)
-    np.testing.assert_allclose(tree.lookup("lidar", "cam_optical") @ T_cam_lidar, np.eye(4), atol=1e-9)
+    np.testing.assert_allclose(tree.lookup_transform("lidar", "cam_optical") @ T_cam_lidar, np.eye(4), atol=1e-9)
     # a point 10 m ahead of the base, at camera height, lands on the optical axis, depth 8.5 m
     p_base = np.array([10.0, 0.2, 1.6, 1.0])
     p_cam = T_cam_lidar @ invert_transform(T_base_lidar) @ p_base
     np.testing.assert_allclose(p_cam[:3], [0, 0, 8.5], atol=1e-9)
-    np.testing.assert_allclose(tree.lookup("base_link", "lidar"), T_base_lidar, atol=1e-12)
-    np.testing.assert_allclose(tree.lookup("lidar", "lidar"), np.eye(4))
+    np.testing.assert_allclose(tree.lookup_transform("base_link", "lidar"), T_base_lidar, atol=1e-12)
+    np.testing.assert_allclose(tree.lookup_transform("lidar", "lidar"), np.eye(4))
     # a chain of three edges with the child declared before the parent
-    tree.add(_T([0.3, 0, 0], [0, 1, 0]), "cam_optical", "cam_sub")
-    np.testing.assert_allclose(tree.lookup("cam_sub", "lidar"),
+    tree.set_transform(_T([0.3, 0, 0], [0, 1, 0]), "cam_optical", "cam_sub", static=True)
+    np.testing.assert_allclose(tree.lookup_transform("cam_sub", "lidar"),
                                invert_transform(_T([0.3, 0, 0], [0, 1, 0])) @ T_cam_lidar, atol=1e-9)
 
 
 def test_tree_errors():
-    tree = TransformTree()
-    tree.add(np.eye(4), "a", "b")
-    tree.add(np.eye(4), "c", "d")
-    with pytest.raises(DriveSegmentError, match="no transform path from 'd' to 'a'"):
-        tree.lookup("a", "d")
-    with pytest.raises(DriveSegmentError, match="'zz' unknown"):
-        tree.lookup("a", "zz")
+    tree = TransformBuffer()
+    tree.set_transform(np.eye(4), "a", "b", static=True)
+    tree.set_transform(np.eye(4), "c", "d", static=True)
+    with pytest.raises(TransformLookupError, match="frames 'a' and 'd' are not connected"):
+        tree.lookup_transform("a", "d")
+    with pytest.raises(TransformLookupError, match="frame 'zz' does not exist"):
+        tree.lookup_transform("a", "zz")
     with pytest.raises(DriveSegmentError, match="4x4"):
-        tree.add(np.eye(3), "a", "x")
+        tree.set_transform(np.eye(3), "a", "x", static=True)
     bad = np.eye(4)
     bad[0, 0] = 2
     with pytest.raises(DriveSegmentError, match="rotation"):
-        tree.add(bad, "a", "x")
+        tree.set_transform(bad, "a", "x", static=True)
+    for call in (lambda: tree.lookup_transform("a", "d"), lambda: tree.set_transform(bad, "a", "x")):
+        with pytest.raises(DriveSegmentError) as err:
+            call()
+        assert "\n" not in str(err.value)  # one-line errors
 
 
 def test_rclpy_transform_stamped():
     types = rclpy_types()
     T = _T([0.1, -0.2, 0.3], [1, 2, 3])
     ts = transform_stamped(T, "base_link", "x", 5, types)
-    tree = TransformTree()
-    tree.add_transform_stamped(ts)
-    np.testing.assert_allclose(tree.lookup("base_link", "x"), T, atol=1e-12)
+    tree = TransformBuffer()
+    tree.add_transform_stamped(ts, static=True)
+    np.testing.assert_allclose(tree.lookup_transform("base_link", "x"), T, atol=1e-12)
 
 
 def test_example_yaml_matches_kitti_calib(kitti_dir):
@@ -176,7 +182,7 @@ def test_reflection_rejected_by_every_transform_path(tmp_path):
     cam = CameraModel(K=np.array([[100.0, 0, 32], [0, 100, 24], [0, 0, 1]]), D=np.zeros(5), width=64, height=48)
     paths = {
         "validate_transform": lambda: validate_transform(T, "T"),
-        "TransformTree.add": lambda: TransformTree().add(T, "a", "b"),
+        "TransformBuffer.set_transform": lambda: TransformBuffer().set_transform(T, "a", "b", static=True),
         "transform_stamped": lambda: transform_stamped(T, "a", "b", 0),
         "transform_from_parameter": lambda: transform_from_parameter(T.reshape(-1).tolist()),
         "transform_points": lambda: transform_points(pts, T),
@@ -221,3 +227,42 @@ def test_camera_model_from_ros1_info_field_names():
     np.testing.assert_array_equal(back.D, CAM.D)
     with pytest.raises(DriveSegmentError, match=r"CameraInfo on '/x' has none of the fields \['k', 'K'\]"):
         camera_model_from_info(SimpleNamespace(width=1, height=1), "/x")
+
+
+def test_node_tf_static_uses_the_transform_buffer():
+    """The camera + LiDAR nodes' /tf_static path (CameraLidarMixin) fills the ONE transform tree: a
+    re-published frame replaces its old edge (also under a new parent), a bad message is one counted
+    error, and a missing frame is a one-line DriveSegmentError."""
+    from types import SimpleNamespace as NS
+
+    from drive_segment_ros.nodes.camera_lidar import CameraLidarMixin
+
+    class FakeNode(CameraLidarMixin):
+        def __init__(self):
+            self.errors = []
+
+        def create_subscription(self, msg_type, topic, callback, qos):
+            return NS(topic_name=topic)
+
+        def report_error(self, text):
+            self.errors.append(text)
+
+    node = FakeNode()
+    params = {"T_cam_lidar": [], "calibration_yaml": "", "use_tf_static": True, "max_image_pixels": 1 << 24}
+    node.setup_camera_lidar(params, NS(CameraInfo=object, TFMessage=object))
+    assert isinstance(node._tf_tree, TransformBuffer) and node.sub_tf.topic_name == "/tf_static"
+    types = rosbags_types()
+    T_base_lidar, T_base_cam = _T([0, 0, 0.1], [1.0, 0.0, 1.8]), _T([0.1, -0.2, 0.3], [1.5, 0.2, 1.6])
+    node.on_tf_static(types.TFMessage(transforms=[transform_stamped(T_base_lidar, "base_link", "lidar", 0),
+                                                  transform_stamped(T_base_cam, "base_link", "cam", 0)]))
+    np.testing.assert_allclose(node.lookup_T_cam_lidar("cam", "lidar"), invert_transform(T_base_cam) @ T_base_lidar, atol=1e-9)
+    T_mount_cam = _T([0, 0.2, 0], [0.0, 0.1, 0.0])  # the camera re-published under a mount frame
+    node.on_tf_static(types.TFMessage(transforms=[transform_stamped(np.eye(4), "base_link", "mount", 0),
+                                                  transform_stamped(T_mount_cam, "mount", "cam", 0)]))
+    np.testing.assert_allclose(node.lookup_T_cam_lidar("cam", "lidar"), invert_transform(T_mount_cam) @ T_base_lidar, atol=1e-9)
+    assert node.errors == []
+    node.on_tf_static(types.TFMessage(transforms=[transform_stamped(np.eye(4), "cam", "base_link", 0)]))  # a loop
+    assert len(node.errors) == 1 and "would close a loop" in node.errors[0] and "\n" not in node.errors[0]
+    with pytest.raises(DriveSegmentError, match="frame 'other_cam' does not exist") as err:
+        node.lookup_T_cam_lidar("other_cam", "lidar")
+    assert "\n" not in str(err.value)

@@ -8,11 +8,11 @@ import numpy as np
 import pytest
 from rosbags.highlevel import AnyReader
 
-from drive_segment_ros.calibration import TransformTree
 from drive_segment_training.drives import DriveReader
 from drive_segment_ros.geometry import invert_transform
 from drive_segment_training.importers import KITTI_DEFAULT_STAMP_NS, import_kitti, import_nuscenes, kitti_T_cam_lidar
 from drive_segment_ros.ros.msgtypes import rosbags_typestore
+from drive_segment_ros.tf_buffer import TransformBuffer
 from drive_segment_ros.types import DriveSegmentError
 
 
@@ -66,8 +66,8 @@ def test_kitti_round_trip(kitti_bag, kitti_dir):
     assert t == KITTI_DEFAULT_STAMP_NS
     assert [(x.header.frame_id, x.child_frame_id) for x in tf.transforms] == [
         ("base_link", "velo_link"), ("velo_link", "camera_color_left_optical")]
-    tree = TransformTree.from_messages([tf])
-    np.testing.assert_allclose(tree.lookup("velo_link", "base_link"), np.array(calib["Tr_imu_to_velo"]), atol=1e-6)
+    tree = TransformBuffer.from_messages([tf], static=True)
+    np.testing.assert_allclose(tree.lookup_transform("velo_link", "base_link"), np.array(calib["Tr_imu_to_velo"]), atol=1e-6)
     qos = conn.ext.offered_qos_profiles
     assert qos and qos[0].durability.name == "TRANSIENT_LOCAL"
 

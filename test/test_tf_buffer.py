@@ -129,6 +129,61 @@ def test_two_parents_and_bad_transform_rejected():
         buf.set_transform_quat((0, 0, 0), (0, 0, 0, 0), "a", "y")
 
 
+def test_static_reparent_replaces_only_when_asked_and_loops_are_rejected():
+    """The nodes' /tf_static semantics (reparent_static=True: the latest static transform of a frame wins,
+    parent included, as tf2's static cache) vs the drive reader's (first tree kept); loops never enter."""
+    A, B = make_T(yaw=0.1, t=(1, 0, 0)), make_T(yaw=-0.2, t=(0, 2, 0))
+    node = TransformBuffer(reparent_static=True)
+    node.set_transform(A, "base_link", "cam", static=True)
+    node.set_transform(np.eye(4), "base_link", "mount", static=True)
+    node.set_transform(B, "mount", "cam", static=True)  # the calibration is re-published under another parent
+    assert node.parent_of("cam") == "mount" and node.root_path("/cam") == ["cam", "mount", "base_link"]
+    np.testing.assert_allclose(node.lookup_transform("base_link", "cam"), B, atol=1e-12)
+    node.set_transform(A, "mount", "cam", static=True)  # same parent: the value is replaced
+    np.testing.assert_allclose(node.lookup_transform("base_link", "cam"), A, atol=1e-12)
+    reader = TransformBuffer()
+    reader.set_transform(A, "base_link", "cam", static=True)
+    for buf in (node, reader):
+        buf.set_transform(np.eye(4), "odom", "base_link", T0)
+        with pytest.raises(DriveSegmentError, match="two parents"):  # a dynamic edge never changes parent
+            buf.set_transform(np.eye(4), "map", "base_link", T0 + 1)
+        with pytest.raises(DriveSegmentError, match="two parents"):  # nor does static replace a dynamic one
+            buf.set_transform(np.eye(4), "map", "base_link", static=True)
+        with pytest.raises(DriveSegmentError, match="would close a loop: 'odom' is already above 'cam'"):
+            buf.set_transform(np.eye(4), "cam", "odom", static=True)
+    with pytest.raises(DriveSegmentError, match="would close a loop: 'mount' is already above 'cam'"):
+        node.set_transform(np.eye(4), "cam", "mount", static=True)  # a re-parent that would loop is refused too
+    assert node.root_path("cam") == ["cam", "mount", "base_link", "odom"]
+    with pytest.raises(DriveSegmentError, match="two parents"):
+        reader.set_transform(B, "mount", "cam", static=True)
+    np.testing.assert_allclose(reader.lookup_transform("base_link", "cam"), A, atol=1e-12)
+
+
+def test_public_edge_queries():
+    from types import SimpleNamespace as NS
+
+    buf = buffer_with_odometry([0.0, 0.1, 0.2])
+    for k in range(3):  # a constant mounting on /tf
+        buf.set_transform(make_T(yaw=0.2), "base_link", "radar", T0 + k * S // 10)
+    assert "base_link" in buf and "/odom" in buf and "nope" not in buf
+    assert buf.root_path("lidar") == ["lidar", "base_link", "odom"] and buf.root_path("odom") == ["odom"]
+    with pytest.raises(TransformLookupError, match="'nope' does not exist"):
+        buf.root_path("nope")
+    odo, lidar, radar = buf.edge("base_link"), buf.edge("/lidar"), buf.edge("radar")
+    assert (odo.parent, odo.child, odo.static, odo.constant, odo.moving) == ("odom", "base_link", False, False, True)
+    assert odo.n_samples == 3
+    assert (odo.first_ns, odo.last_ns) == (T0, T0 + S // 5)
+    assert lidar.static and not lidar.moving and lidar.n_samples == 1
+    assert radar.constant and not radar.static and not radar.moving
+    assert buf.edge("odom") is None and buf.edge("nope") is None
+    assert [e.child for e in buf.edges()] == ["base_link", "cam_optical", "lidar", "radar"]
+    tf = NS(transforms=[NS(header=NS(frame_id="base_link", stamp=NS(sec=1, nanosec=0)), child_frame_id="x",
+                           transform=NS(translation=NS(x=1.0, y=0.0, z=0.0), rotation=NS(x=0.0, y=0.0, z=0.0, w=1.0)))])
+    static = TransformBuffer.from_messages([tf], static=True, cache_ns=None)
+    assert static.edge("x").static and static.cache_ns is None
+    np.testing.assert_allclose(static.lookup_transform("base_link", "x")[:3, 3], (1, 0, 0))
+
+
 def test_constant_dynamic_edge_is_static_and_cache_pruning():
     buf = TransformBuffer(cache_ns=int(0.5 * S))
     mount = make_T(yaw=0.2, t=(1, 0, 2))

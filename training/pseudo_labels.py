@@ -332,14 +332,7 @@ def _write_frame(out: Path, name: str, source: str, frame: DriveFrame, fs, key: 
         store.write_png(out / image, np.asarray(frame.image))
     if image:
         crc["image"] = store.file_crc32(out / image)
-    try:
-        seg_bytes = store.segments_png_bytes(fs.segment_map)
-        segments = f"segments/{name}.png"
-        store.atomic_write_bytes(out / segments, seg_bytes)
-    except DriveSegmentError as exc:  # ids beyond uint16: compressed int32 instead
-        LOG.info("frame %s: %s; writing a compressed .npz segment map", name, exc)
-        segments = f"segments/{name}.npz"
-        store.write_npz(out / segments, compress=True, segments=fs.segment_map.astype(np.int32))
+    segments = store.write_segment_map(out, name, fs.segment_map)
     crc["segments"] = store.file_crc32(out / segments)
     H, W = np.asarray(frame.image).shape[:2]
     rec: Dict[str, Any] = {

@@ -25,7 +25,8 @@ recorded topic. What makes a replay *deliver*:
   ``/clock``, so stamps keep increasing and nodes that drop stale frames process every pass.
   Without it, stamps repeat; ``segmentation_node`` then resets its stale-frame state when a
   stamp jumps back more than its ``time_jump_reset_s`` (as tf2 buffers do on a time jump).
-  ``/tf_static`` is published on the first pass only (transient local).
+  ``/tf_static`` is published on the first pass only (transient local), with or without
+  ``loop_offset_stamps`` (:func:`publish_on_pass`).
 
 QoS: ``/tf_static`` reliable transient local (late joiners still get the calibration), other
 topics reliable keep-last ``depth`` (``ros2 bag play`` default), ``/clock`` best effort
@@ -54,7 +55,7 @@ from drive_segment_ros.types import DriveSegmentError
 
 LOG = logging.getLogger(__name__)
 
-__all__ = ["BagPlayerNode", "PARAMETERS", "rclpy_class", "to_rclpy", "shift_stamps", "main"]
+__all__ = ["BagPlayerNode", "PARAMETERS", "rclpy_class", "to_rclpy", "publish_on_pass", "shift_stamps", "main"]
 
 PARAMETERS: Dict[str, tuple] = {
     "bag": ("", "ROS 2 bag directory (or .mcap / .db3 file) to play"),
@@ -230,7 +231,7 @@ class BagPlayerNode(ManagedNode):
         self.acked = None
         self.n_loops = 0
         self._gen = None
-        self._pending: Optional[Tuple[Any, int, bytes, int]] = None  # (connection, stamp + offset, raw, offset)
+        self._pending: Optional[Tuple[Any, int, bytes, int, int]] = None  # (connection, stamp + offset, raw, offset, pass)
         self._t_created = time.monotonic()
         self._wall0: Optional[float] = None
         self._bag0: Optional[int] = None
@@ -344,15 +345,15 @@ class BagPlayerNode(ManagedNode):
                     self.finish()
                     return
                 conn, t_ns, raw = item
-                self._pending = (conn, t_ns + self.offset_ns(), raw, self.offset_ns())
-            conn, t_ns, raw, offset = self._pending
+                self._pending = (conn, t_ns + self.offset_ns(), raw, self.offset_ns(), self.n_loops)
+            conn, t_ns, raw, offset, pass_index = self._pending
             now = time.monotonic()
             if self._wall0 is None:
                 self._wall0, self._bag0 = now, t_ns
             if rate > 0 and (t_ns - self._bag0) / rate > (now - self._wall0) * 1e9:
                 return  # not due yet
             self._pending = None
-            if not (conn.topic == "/tf_static" and offset and self.n_loops > 0):
+            if publish_on_pass(conn.topic, pass_index):
                 self.publish_one(conn, t_ns, raw, offset)
             if rate <= 0:
                 return
@@ -426,6 +427,17 @@ class BagPlayerNode(ManagedNode):
         """Close the bag, then destroy the node."""
         self.close_bag()
         super().destroy_node()
+
+
+def publish_on_pass(topic: str, pass_index: int) -> bool:
+    """Whether a message of ``topic`` is published on loop pass ``pass_index`` (0 = first pass).
+
+    ``/tf_static`` is published on the first pass only: its publisher is transient local, so
+    every subscriber (late joiners included) already holds the calibration, and a resent static
+    transform would only repeat it. This depends on the pass number alone, not on whether the
+    pass shifts stamps (``loop_offset_stamps``). Every other topic is published on every pass.
+    """
+    return not (topic == "/tf_static" and int(pass_index) > 0)
 
 
 def shift_stamps(msg: Any, offset_ns: int) -> Any:

@@ -15,12 +15,13 @@ from typing import Any, Dict, Optional
 
 import numpy as np
 
-from drive_segment_ros.calibration import TransformTree, load_calibration_yaml
+from drive_segment_ros.calibration import load_calibration_yaml
 from drive_segment_ros.nodes import transform_from_parameter
 from drive_segment_ros.ros.camera_info import camera_model_from_info
 from drive_segment_ros.ros.image_header import compressed_image_size
 from drive_segment_ros.ros.msgtypes import header_stamp_ns
 from drive_segment_ros.ros.qos import sensor_qos, tf_static_qos
+from drive_segment_ros.tf_buffer import TransformBuffer
 from drive_segment_ros.types import DriveSegmentError
 
 #: Parameters every camera + LiDAR node declares (``declare_parameters`` format).
@@ -58,7 +59,7 @@ class CameraLidarMixin:
                                                  info_qos if info_qos is not None else sensor_qos(10))
         if use_tf_static and params["use_tf_static"] and self.T_param is None and self.calibration is None:
             if types.TFMessage is not None:
-                self._tf_tree = TransformTree()
+                self._tf_tree = TransformBuffer(reparent_static=True)  # static only; a re-published frame replaces
                 self.sub_tf = self.create_subscription(types.TFMessage, "/tf_static", self.on_tf_static, tf_static_qos())
             else:
                 self.get_logger().warning("tf2_msgs not importable: /tf_static unavailable; set T_cam_lidar or calibration_yaml")
@@ -95,9 +96,9 @@ class CameraLidarMixin:
             self._infos.clear()
 
     def on_tf_static(self, msg: Any) -> None:
-        """Add every ``/tf_static`` transform to the node's :class:`TransformTree`."""
+        """Add every ``/tf_static`` transform to the node's :class:`~drive_segment_ros.tf_buffer.TransformBuffer`."""
         try:
-            self._tf_tree.add_tf_message(msg)
+            self._tf_tree.add_tf_message(msg, static=True)
         except Exception as exc:
             self.report_error(f"bad /tf_static message: {exc}")
 
@@ -151,7 +152,7 @@ class CameraLidarMixin:
         if entry is not None:
             return entry.T_cam_lidar
         if self._tf_tree is not None:
-            return np.asarray(self._tf_tree.lookup(camera_frame, lidar_frame), dtype=np.float64)
+            return np.asarray(self._tf_tree.lookup_transform(camera_frame, lidar_frame), dtype=np.float64)
         raise DriveSegmentError(
             f"no transform {lidar_frame!r} -> {camera_frame!r}: set T_cam_lidar, calibration_yaml or publish /tf_static"
         )

@@ -8,7 +8,7 @@
 
 Messages are read by duck typing (rosbags dataclasses or rclpy classes alike) and built with a
 types namespace of :mod:`.msgtypes`. Reading TF messages into a transform tree is
-:class:`drive_segment_ros.calibration.TransformTree`.
+:class:`drive_segment_ros.tf_buffer.TransformBuffer`.
 """
 from __future__ import annotations
 

@@ -1,10 +1,11 @@
 """``tf2_ros.Buffer`` behind :class:`drive_segment_ros.tf_buffer.TransformBuffer`'s lookups (where ROS 2 is installed).
 
-The offline reader uses :class:`~drive_segment_ros.tf_buffer.TransformBuffer` everywhere (it also
-does vectorised per-point lookups, an extrapolation tolerance and constant mountings on ``/tf``,
-which tf2 does not); this adapter exists so that, on a machine with ROS 2, the tests check both give
-the same transforms (``test/test_tf_buffer.py::test_matches_tf2_ros``), and so a node can use tf2's own
-buffer through the same 4x4-matrix interface.
+The package uses :class:`~drive_segment_ros.tf_buffer.TransformBuffer` everywhere (the offline reader
+and the nodes' ``/tf_static``; it also does vectorised per-point lookups, an extrapolation tolerance
+and constant mountings on ``/tf``, which tf2 does not); this adapter exists so that, on a machine
+with ROS 2, the tests check both give the same transforms
+(``test/test_tf_buffer.py::test_matches_tf2_ros``), and so a node can use tf2's own buffer through
+the same 4x4-matrix interface.
 """
 from __future__ import annotations
 
