@@ -4,8 +4,8 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 # Extras installed by `make setup`. A machine with ROS 2 from apt can drop `ros`:
-#   make setup EXTRAS=train,onnx,dev
-EXTRAS ?= train,onnx,dev,ros
+#   make setup EXTRAS=train,onnx,dev,scale
+EXTRAS ?= train,onnx,dev,ros,scale
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: setup system-deps venv test contract demo bench bench-scale clean
