@@ -4,6 +4,7 @@ import dataclasses
 import pytest
 
 from drive_segment_ros.config import ConfigBase, load_yaml_mapping
+from drive_segment_ros.inference.sliding_window import SlidingWindowConfig
 from drive_segment_ros.models.segmenter import SegmenterConfig
 from drive_segment_ros.projection import ProjectionConfig
 from drive_segment_ros.proposals import ProposalConfig
@@ -22,6 +23,7 @@ CONFIGS = [
     (DemoConfig, "k", None),
     (AugmentConfig, "copy_paste_max_segments", "hflip_prob"),
     (TrainConfig, "batch_size", "poly_power"),
+    (SlidingWindowConfig, "batch_size", None),
 ]
 IDS = [c[0].__name__ for c in CONFIGS]
 

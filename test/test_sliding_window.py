@@ -141,7 +141,7 @@ def test_config_from_authors_variant_and_for_model():
     assert stored.window_stride == (128, 128) and stored.im_size == 1024 and stored.batch_size == 2
     with pytest.raises(DriveSegmentError, match="must not exceed"):
         SlidingWindowConfig(window_size=64, window_stride=65)
-    with pytest.raises(DriveSegmentError, match="unknown sliding-window"):
+    with pytest.raises(DriveSegmentError, match="sliding-window settings: unknown keys"):
         SlidingWindowConfig.from_dict({"window": 3})
 
 

@@ -41,12 +41,13 @@ from __future__ import annotations
 
 import logging
 import math
-from dataclasses import asdict, dataclass
-from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple, Union
+from dataclasses import dataclass
+from typing import Any, Callable, ClassVar, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import cv2
 import numpy as np
 
+from drive_segment_ros.config import ConfigBase
 from drive_segment_ros.types import DriveSegmentError
 
 LOG = logging.getLogger(__name__)
@@ -75,7 +76,7 @@ def _pair(value: IntPair, what: str) -> Tuple[int, int]:
 
 
 @dataclass(frozen=True)
-class SlidingWindowConfig:
+class SlidingWindowConfig(ConfigBase):
     """Settings of sliding-window inference (all sizes in pixels of the working-scale image).
 
     Attributes:
@@ -93,12 +94,14 @@ class SlidingWindowConfig:
             that no window covers).
     """
 
+    CONFIG_NAME: ClassVar[str] = "sliding-window settings"
+
     window_size: Tuple[int, int] = (512, 512)
     window_stride: Tuple[int, int] = (384, 384)
     im_size: Optional[int] = None
     batch_size: int = 1
 
-    def __post_init__(self) -> None:
+    def validate(self) -> "SlidingWindowConfig":
         win = _pair(self.window_size, "window_size")
         stride = _pair(self.window_stride, "window_stride")
         if stride[0] > win[0] or stride[1] > win[1]:
@@ -111,29 +114,12 @@ class SlidingWindowConfig:
         object.__setattr__(self, "window_stride", stride)
         object.__setattr__(self, "im_size", None if self.im_size is None else int(self.im_size))
         object.__setattr__(self, "batch_size", int(self.batch_size))
+        return self
 
-    def to_dict(self) -> Dict[str, Any]:
-        """JSON-serialisable dict (the form stored in model metadata under :data:`METADATA_KEY`)."""
-        out = asdict(self)
-        out["window_size"] = list(self.window_size)
-        out["window_stride"] = list(self.window_stride)
-        return out
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> "SlidingWindowConfig":
-        """Inverse of :meth:`to_dict`; also reads the authors' ``inference_kwargs`` keys
-        (``window_size``, ``window_stride``, ``im_size``, optional ``batch_size``).
-
-        Raises:
-            DriveSegmentError: not a mapping, unknown keys or invalid values.
-        """
-        if not isinstance(data, Mapping):
-            raise DriveSegmentError(f"sliding-window settings must be a mapping, got {type(data).__name__}")
-        known = {"window_size", "window_stride", "im_size", "batch_size"}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise DriveSegmentError(f"unknown sliding-window setting(s) {unknown}; known: {sorted(known)}")
-        return cls(**dict(data))
+    # from_dict / to_dict come from ConfigBase (one config loader): ``to_dict`` is the JSON form stored
+    # in model metadata under :data:`METADATA_KEY`; ``from_dict`` also reads the authors'
+    # ``inference_kwargs`` keys (``window_size``, ``window_stride``, ``im_size``, optional ``batch_size``)
+    # and raises DriveSegmentError for a non-mapping, unknown keys or invalid values.
 
     @classmethod
     def for_model(
