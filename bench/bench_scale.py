@@ -41,8 +41,6 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from rosbags.rosbag2 import StoragePlugin, Writer  # noqa: E402
-
 from drive_segment_ros.geometry import invert_transform  # noqa: E402
 from drive_segment_ros.ros.camera_info import camera_info_msg, transform_stamped  # noqa: E402
 from drive_segment_ros.ros.image import encoded_to_compressed_msg  # noqa: E402
@@ -63,19 +61,10 @@ class _StreamingBagWriter(_BagWriter):
 
     def __init__(self, out_bag: Path) -> None:
         super().__init__(out_bag, "mcap", overwrite=True)
-        from rosbags.interfaces import Qos, QosDurability, QosHistory, QosLiveliness, QosReliability, QosTime
-
-        self._latched = Qos(QosHistory.KEEP_LAST, 1, QosReliability.RELIABLE, QosDurability.TRANSIENT_LOCAL,
-                            QosTime(0, 0), QosTime(0, 0), QosLiveliness.AUTOMATIC, QosTime(0, 0), False)
         self.writer.open()
 
     def add(self, topic: str, stamp_ns: int, msg: Any) -> None:
-        conn = self.conns.get(topic)
-        if conn is None:
-            qos = [self._latched] if topic == "/tf_static" else []
-            conn = self.writer.add_connection(topic, msg.__msgtype__, typestore=self.store, offered_qos_profiles=qos)
-            self.conns[topic] = conn
-        self.writer.write(conn, int(stamp_ns), self.store.serialize_cdr(msg, msg.__msgtype__))
+        self.write(topic, stamp_ns, msg)
 
     def close(self) -> None:
         self.writer.close()

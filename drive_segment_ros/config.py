@@ -25,7 +25,7 @@ from typing import Any, ClassVar, Dict, FrozenSet, Mapping, Optional, Union
 
 import yaml
 
-from drive_segment_ros.types import DriveSegmentError
+from drive_segment_ros.types import DriveSegmentError, error_line
 
 __all__ = ["ConfigBase", "load_yaml_mapping"]
 
@@ -50,7 +50,7 @@ def load_yaml_mapping(path: Union[str, Path], what: str) -> Dict[str, Any]:
     try:
         data = yaml.safe_load(path.read_text())
     except yaml.YAMLError as exc:
-        raise DriveSegmentError(f"{what} {path}: invalid YAML ({str(exc).splitlines()[0]})") from None
+        raise DriveSegmentError(f"{what} {path}: invalid YAML ({error_line(exc)})") from None
     if data is None:
         return {}
     if not isinstance(data, dict):

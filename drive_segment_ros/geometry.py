@@ -57,12 +57,21 @@ def validate_transform(T: Any, what: str = "transform") -> np.ndarray:
 
 
 def invert_transform(T: np.ndarray) -> np.ndarray:
-    """Inverse of a rigid (4, 4) transform: ``[R^T | -R^T t]`` ((4, 4) float64; ``T`` not checked)."""
-    Ti = np.eye(4)
-    R = T[:3, :3]
-    Ti[:3, :3] = R.T
-    Ti[:3, 3] = -R.T @ T[:3, 3]
-    return Ti
+    """Inverse of rigid transforms: ``[R^T | -R^T t]``.
+
+    Args:
+        T: (4, 4) or stacked (..., 4, 4) rigid transforms (not checked; see :func:`validate_transform`).
+
+    Returns:
+        float64 array of ``T``'s shape (a new array), last row ``[0, 0, 0, 1]``.
+    """
+    T = np.asarray(T, dtype=np.float64)
+    Rt = np.swapaxes(T[..., :3, :3], -1, -2)
+    out = np.zeros_like(T)
+    out[..., :3, :3] = Rt
+    out[..., :3, 3] = -np.einsum("...ij,...j->...i", Rt, T[..., :3, 3])
+    out[..., 3, 3] = 1.0
+    return out
 
 
 def quaternion_to_matrix(q_xyzw: Iterable[float]) -> np.ndarray:

@@ -18,14 +18,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Dict, FrozenSet, List, Optional, Tuple, Union
 
-import cv2
 import numpy as np
 import torch
 from scipy import sparse
 
 from drive_segment_ros.config import ConfigBase
 from drive_segment_ros.inference.preprocess import normalize_image
-from drive_segment_ros.models.backbones import build_backbone, extract_features
+from drive_segment_ros.models.backbones import build_backbone, extract_features, max_side_size, resize_max_side
 from drive_segment_ros.projection import ProjectionConfig
 from drive_segment_ros.proposals import ProposalConfig
 from drive_segment_ros.pseudo_label_store import read_labeler_files
@@ -170,10 +169,7 @@ def feature_cell_size(backbone, image_hw: Tuple[int, int], max_side: Optional[in
     ``[i*stride*H/H', (i+1)*stride*H/H')``.
     """
     H, W = int(image_hw[0]), int(image_hw[1])
-    Hs, Ws = H, W
-    if max_side is not None and max(H, W) > max_side:
-        scale = max_side / float(max(H, W))
-        Hs, Ws = max(1, round(H * scale)), max(1, round(W * scale))
+    Hs, Ws = max_side_size((H, W), max_side)
     s = float(backbone.stride)
     return s * H / Hs, s * W / Ws
 
@@ -192,15 +188,6 @@ def image_features(backbone, rgb: np.ndarray, max_side: Optional[int] = 1024, wi
     """
     feats = extract_features(backbone, rgb, max_side=max_side, window=window)
     return feats, feature_cell_size(backbone, rgb.shape[:2], max_side)
-
-
-def _resized(rgb: np.ndarray, max_side: Optional[int]) -> np.ndarray:
-    """The image exactly as ``extract_features`` resizes it (INTER_AREA, longer side <= max_side)."""
-    H, W = rgb.shape[:2]
-    if max_side is not None and max(H, W) > max_side:
-        scale = max_side / float(max(H, W))
-        return cv2.resize(rgb, (max(1, round(W * scale)), max(1, round(H * scale))), interpolation=cv2.INTER_AREA)
-    return rgb
 
 
 def image_features_batch(backbone, rgbs, max_side: Optional[int] = 1024, window: Optional[int] = None,
@@ -237,7 +224,7 @@ def image_features_batch(backbone, rgbs, max_side: Optional[int] = 1024, window:
         if window is not None:
             out[i] = None
             continue
-        resized[i] = _resized(r, max_side)
+        resized[i] = resize_max_side(r, max_side)
         groups.setdefault(resized[i].shape[:2], []).append(i)
     with torch.no_grad(), torch.autocast("cuda", dtype=torch.bfloat16, enabled=autocast):
         for i, r in enumerate(rgbs):

@@ -44,9 +44,8 @@ from dataclasses import dataclass, field
 from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
 
 import numpy as np
-from scipy.spatial.transform import Rotation
 
-from drive_segment_ros.geometry import validate_transform
+from drive_segment_ros.geometry import invert_transform, matrix_to_quaternion, validate_transform
 from drive_segment_ros.types import DriveSegmentError
 
 #: tf2's default cache length (``tf2::BufferCore::DEFAULT_CACHE_TIME``, 10 s)
@@ -117,10 +116,6 @@ def _quat_to_mats(q: np.ndarray) -> np.ndarray:
     return R
 
 
-def _mat_to_quat(R: np.ndarray) -> np.ndarray:
-    return Rotation.from_matrix(np.asarray(R, dtype=np.float64)).as_quat()
-
-
 def _compose(R: np.ndarray, t: np.ndarray) -> np.ndarray:
     """(N, 4, 4) homogeneous transforms from (N, 3, 3) rotations and (N, 3) translations."""
     n = R.shape[0]
@@ -129,18 +124,6 @@ def _compose(R: np.ndarray, t: np.ndarray) -> np.ndarray:
     T[:, :3, 3] = t
     T[:, 3, 3] = 1.0
     return T
-
-
-def _inverse(T: np.ndarray) -> np.ndarray:
-    """Inverse of rigid (..., 4, 4) transforms."""
-    R = T[..., :3, :3]
-    t = T[..., :3, 3]
-    out = np.zeros_like(T)
-    Rt = np.swapaxes(R, -1, -2)
-    out[..., :3, :3] = Rt
-    out[..., :3, 3] = -np.einsum("...ij,...j->...i", Rt, t)
-    out[..., 3, 3] = 1.0
-    return out
 
 
 @dataclass
@@ -330,7 +313,7 @@ class TransformBuffer:
             raise DriveSegmentError(f"transform needs two different non-empty frames, got {parent!r} -> {child!r}")
         T = validate_transform(T_parent_child, f"transform {parent} -> {child}")
         U, _, Vt = np.linalg.svd(T[:3, :3])  # re-orthonormalise (float32 inputs) before the quaternion
-        self._insert(parent, child, int(stamp_ns), T[:3, 3].copy(), _mat_to_quat(U @ Vt), static)
+        self._insert(parent, child, int(stamp_ns), T[:3, 3].copy(), matrix_to_quaternion(U @ Vt), static)
 
     def set_transform_quat(self, translation: Sequence[float], quat_xyzw: Sequence[float], parent: str, child: str,
                            stamp_ns: int = 0, static: bool = False) -> None:
@@ -455,10 +438,6 @@ class TransformBuffer:
             return None
         return e.times[0], e.times[-1]
 
-    def dynamic_frames(self) -> List[str]:
-        """Child frames of dynamic edges (those carried by ``/tf``)."""
-        return sorted(c for c, e in self._edges.items() if not e.static)
-
     def _root_path(self, frame: str) -> List[str]:
         path = [frame]
         seen = {frame}
@@ -500,7 +479,7 @@ class TransformBuffer:
         T_common_target = out.copy()
         for child in from_target:
             T_common_target = self._edges[child].sample(times, child, tol) @ T_common_target
-        return _inverse(T_common_target) @ T_common_source
+        return invert_transform(T_common_target) @ T_common_source
 
     def _latest_common_time(self, target: str, source: str) -> int:
         up, down = self._chain(_clean(target), _clean(source))
@@ -543,11 +522,3 @@ class TransformBuffer:
         except DriveSegmentError:
             return False
         return True
-
-
-def transforms_equal(a: np.ndarray, b: np.ndarray, atol_m: float = 1e-6, atol_rad: float = 1e-6) -> bool:
-    """True when two rigid transforms differ by at most ``atol_m`` in translation and ``atol_rad`` in rotation."""
-    d = _inverse(np.asarray(a, dtype=np.float64)) @ np.asarray(b, dtype=np.float64)
-    ang = float(np.arccos(np.clip((np.trace(d[:3, :3]) - 1.0) / 2.0, -1.0, 1.0)))
-    return bool(np.linalg.norm(a[:3, 3] - b[:3, 3]) <= atol_m and ang <= atol_rad)
-

@@ -12,10 +12,9 @@ from __future__ import annotations
 
 import colorsys
 import logging
-
-import cv2
 from typing import Optional, Sequence, Union
 
+import cv2
 import numpy as np
 
 from drive_segment_ros.types import DriveSegmentError

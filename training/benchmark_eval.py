@@ -418,6 +418,7 @@ class PredictionFolder:
             raise DriveSegmentError(f"predictions folder {self.folder} not found")
 
     def path_for(self, sample) -> Path:
+        """The PNG expected for ``sample`` (a :class:`~drive_segment_training.benchmarks.Sample`): ``DIR/<name, / -> _>.png``."""
         return self.folder / (sample.name.replace("/", "_") + ".png")
 
     def __call__(self, rgb: np.ndarray, sample) -> np.ndarray:

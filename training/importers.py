@@ -101,20 +101,29 @@ class _BagWriter:
         """Queue one message (written in time order by :meth:`close`)."""
         self.records.append((int(stamp_ns), len(self.records), topic, msg))
 
+    def write(self, topic: str, stamp_ns: int, msg: Any) -> None:
+        """Write one message now (the writer must be open); ``/tf_static`` gets a latched QoS."""
+        conn = self.conns.get(topic)
+        if conn is None:
+            qos = [_latched_qos()] if topic == "/tf_static" else []
+            conn = self.writer.add_connection(topic, msg.__msgtype__, typestore=self.store, offered_qos_profiles=qos)
+            self.conns[topic] = conn
+        self.writer.write(conn, int(stamp_ns), self.store.serialize_cdr(msg, msg.__msgtype__))
+
     def close(self) -> None:
-        latched = Qos(QosHistory.KEEP_LAST, 1, QosReliability.RELIABLE, QosDurability.TRANSIENT_LOCAL,
-                      QosTime(0, 0), QosTime(0, 0), QosLiveliness.AUTOMATIC, QosTime(0, 0), False)
+        """Write the queued messages in time order and close the bag."""
         self.writer.open()
         try:
             for stamp, _, topic, msg in sorted(self.records, key=lambda r: (r[0], r[1])):
-                conn = self.conns.get(topic)
-                if conn is None:
-                    qos = [latched] if topic == "/tf_static" else []
-                    conn = self.writer.add_connection(topic, msg.__msgtype__, typestore=self.store, offered_qos_profiles=qos)
-                    self.conns[topic] = conn
-                self.writer.write(conn, stamp, self.store.serialize_cdr(msg, msg.__msgtype__))
+                self.write(topic, stamp, msg)
         finally:
             self.writer.close()
+
+
+def _latched_qos() -> Qos:
+    """Transient-local, keep-last-1 QoS (what ``/tf_static`` publishers offer)."""
+    return Qos(QosHistory.KEEP_LAST, 1, QosReliability.RELIABLE, QosDurability.TRANSIENT_LOCAL,
+               QosTime(0, 0), QosTime(0, 0), QosLiveliness.AUTOMATIC, QosTime(0, 0), False)
 
 
 def _check_src(src_dir: Union[str, Path]) -> Path:

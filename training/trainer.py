@@ -359,8 +359,11 @@ class Trainer:
         self.batch_per_rank = ddp.per_rank_batch(int(cfg.batch_size), self.dist.world_size)
         self.use_bf16 = bool(cfg.bf16) and self.device.type == "cuda"
         _seed_everything(cfg.seed)
-        self.index = index = load_pseudo_label_index(cfg.pseudo_dir)
-        n_frames = len(index["frames"])
+        # checks every frame's files up front; the frame list is not kept (the dataset streams it)
+        index = load_pseudo_label_index(cfg.pseudo_dir)
+        n_frames = len(index.pop("frames"))
+        #: ``index.json``'s metadata (``k``, ``backbone``, ...), without the frame records.
+        self.index = index
         self.total = int(math.ceil(cfg.epochs * n_frames / cfg.batch_size)) if cfg.epochs else int(cfg.iterations)
 
         resume_from = self.ckpt_dir if cfg.resume and (self.ckpt_dir / "config.json").is_file() else None

@@ -35,7 +35,7 @@ from drive_segment_ros.devices import resolve_device
 from drive_segment_ros.inference.sliding_window import INFERENCE_MODES, METADATA_KEY as SLIDING_KEY, SlidingWindowConfig, sliding_logits
 from drive_segment_ros.models.checkpoint import load_segmenter
 from drive_segment_ros.models.integrity import check_onnx_finite, verify_digest
-from drive_segment_ros.types import DriveSegmentError
+from drive_segment_ros.types import DriveSegmentError, error_line
 from drive_segment_ros.visualization import colorize, palette
 
 LOG = logging.getLogger(__name__)
@@ -267,7 +267,7 @@ class OnnxRuntimeBackend:
         try:
             self.session = ort.InferenceSession(str(path), opts, providers=providers)
         except Exception as exc:  # onnxruntime raises its own Fail / InvalidProtobuf types
-            raise DriveSegmentError(f"onnxruntime cannot load {path}: {str(exc).splitlines()[0]}") from exc
+            raise DriveSegmentError(f"onnxruntime cannot load {path}: {error_line(exc)}") from exc
         check_onnx_finite(path)  # NaN / inf initializers: IntegrityError (after ORT parsed the file)
         self.metadata = decode_metadata(self.session.get_modelmeta().custom_metadata_map, f"ONNX model {path}")
         inp = self.session.get_inputs()[0]

@@ -30,7 +30,7 @@ from drive_segment_ros.inference.backends import encode_metadata, model_metadata
 from drive_segment_ros.inference.preprocess import Preprocessor
 from drive_segment_ros.models.integrity import digest_path, write_digest
 from drive_segment_ros.models.checkpoint import load_segmenter
-from drive_segment_ros.types import DriveSegmentError
+from drive_segment_ros.types import DriveSegmentError, error_line
 
 LOG = logging.getLogger(__name__)
 
@@ -216,7 +216,7 @@ def export_onnx(
     except DriveSegmentError:
         raise
     except Exception as exc:  # torch raises many exporter-specific error types
-        raise DriveSegmentError(f"ONNX export of {ckpt} failed: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from exc
+        raise DriveSegmentError(f"ONNX export of {ckpt} failed: {error_line(exc)}") from exc
     export_s = time.perf_counter() - t0
 
     proto = onnx.load(str(out))
@@ -265,7 +265,7 @@ def export_onnx(
                 digest_path(out).unlink(missing_ok=True)
                 raise DriveSegmentError(
                     f"the exported graph does not run at {b2}x3x{h2}x{w2} (the trace fixed a shape; export without "
-                    f"--dynamic-hw/--dynamic-batch): {str(exc).splitlines()[0]}"
+                    f"--dynamic-hw/--dynamic-batch): {error_line(exc)}"
                 ) from exc
             report["dynamic_check"].append({"input_shape": [b2, 3, h2, w2], **_compare(ref2, got2)})
     LOG.info(

@@ -35,6 +35,7 @@ LOG = logging.getLogger(__name__)
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
+
 def normalize_image(rgb_uint8: np.ndarray, mean: Sequence[float] = IMAGENET_MEAN,
                     std: Sequence[float] = IMAGENET_STD, device="cpu"):
     """The one torch normalisation: ``(H, W, 3)`` uint8 RGB -> ``(3, H, W)`` float32 tensor on ``device``.

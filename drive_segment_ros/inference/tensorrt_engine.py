@@ -15,7 +15,6 @@ and an optimization profile for every dynamic input dimension.
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import time
@@ -23,6 +22,7 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 from drive_segment_ros.inference.backends import TENSORRT_MISSING, decode_metadata, import_tensorrt
+from drive_segment_ros.models.integrity import file_sha256
 from drive_segment_ros.types import DriveSegmentError
 
 LOG = logging.getLogger(__name__)
@@ -38,15 +38,6 @@ def sidecar_path(engine_path: PathLike) -> Path:
     """``<engine>.json`` beside the engine file."""
     p = Path(engine_path)
     return p.with_name(p.name + ".json")
-
-
-def file_sha256(path: PathLike, chunk: int = 1 << 20) -> str:
-    """Hex sha256 of a file (read in 1 MiB chunks)."""
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(chunk), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def current_environment(device: int = 0) -> Dict[str, Optional[str]]:

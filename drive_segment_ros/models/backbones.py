@@ -42,6 +42,7 @@ from drive_segment_ros.types import DriveSegmentError
 
 __all__ = [
     "BACKBONES", "DEFAULT", "OFFLINE", "Backbone", "BackboneSpec", "build_backbone", "extract_features",
+    "max_side_size", "resize_max_side",
     "IMAGENET_MEAN", "IMAGENET_STD", "normalize_image",
 ]
 
@@ -326,6 +327,24 @@ def _window_starts(size: int, window: int, step: int) -> list:
     return starts
 
 
+def max_side_size(image_hw: Sequence[int], max_side: Optional[int]) -> Tuple[int, int]:
+    """``(H', W')`` of an ``(H, W)`` image scaled (aspect kept) so its longer side is at most
+    ``max_side`` pixels (``None`` or a smaller image: unchanged); the size :func:`extract_features` uses."""
+    H, W = int(image_hw[0]), int(image_hw[1])
+    if max_side is None or max(H, W) <= max_side:
+        return H, W
+    scale = max_side / float(max(H, W))
+    return max(1, round(H * scale)), max(1, round(W * scale))
+
+
+def resize_max_side(rgb: np.ndarray, max_side: Optional[int]) -> np.ndarray:
+    """``rgb`` (H, W, C) resized with ``cv2.INTER_AREA`` to :func:`max_side_size` (the same array when unchanged)."""
+    Hs, Ws = max_side_size(rgb.shape[:2], max_side)
+    if (Hs, Ws) == tuple(rgb.shape[:2]):
+        return rgb
+    return cv2.resize(rgb, (Ws, Hs), interpolation=cv2.INTER_AREA)
+
+
 @torch.no_grad()
 def extract_features(backbone: Backbone, rgb_uint8: np.ndarray, max_side: Optional[int] = 1024,
                      window: Optional[int] = None) -> torch.Tensor:
@@ -350,11 +369,7 @@ def extract_features(backbone: Backbone, rgb_uint8: np.ndarray, max_side: Option
     arr = np.asarray(rgb_uint8)
     if arr.ndim != 3 or arr.shape[2] != 3 or arr.dtype != np.uint8:
         raise DriveSegmentError(f"expected an (H,W,3) uint8 RGB image, got shape {arr.shape} dtype {arr.dtype}")
-    H, W = arr.shape[:2]
-    if max_side is not None and max(H, W) > max_side:
-        scale = max_side / float(max(H, W))
-        size = (max(1, round(W * scale)), max(1, round(H * scale)))
-        arr = cv2.resize(arr, size, interpolation=cv2.INTER_AREA)
+    arr = resize_max_side(arr, max_side)
     device = next(backbone.parameters()).device
     x = normalize_image(arr, backbone.mean, backbone.std, device).unsqueeze(0)
     Hs, Ws = x.shape[-2:]

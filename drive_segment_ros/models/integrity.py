@@ -27,7 +27,7 @@ from typing import Any, Iterable, Mapping, Optional, Tuple, Union
 
 import numpy as np
 
-from drive_segment_ros.types import DriveSegmentError
+from drive_segment_ros.types import DriveSegmentError, error_line
 
 LOG = logging.getLogger(__name__)
 
@@ -174,5 +174,5 @@ def check_onnx_finite(path: PathLike) -> int:
     try:
         model = onnx.load(str(path), load_external_data=True)
     except Exception as exc:
-        raise DriveSegmentError(f"{path}: not a readable ONNX model ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})") from None
+        raise DriveSegmentError(f"{path}: not a readable ONNX model ({error_line(exc)})") from None
     return check_finite(((init.name, numpy_helper.to_array(init)) for init in model.graph.initializer), source=path)

@@ -50,7 +50,7 @@ _exit_quietly_on_early_signal()
 import dataclasses  # noqa: E402
 import logging  # noqa: E402
 import re  # noqa: E402
-from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence  # noqa: E402
+from typing import Any, Dict, Optional, Sequence  # noqa: E402
 
 import numpy as np  # noqa: E402
 

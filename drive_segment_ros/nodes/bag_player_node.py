@@ -50,6 +50,7 @@ from tqdm import tqdm
 from drive_segment_ros.nodes import run_nodes
 from drive_segment_ros.nodes.lifecycle import ManagedNode
 from drive_segment_ros.ros.bags import deserialize, iter_messages, open_bag
+from drive_segment_ros.ros.msgtypes import stamp_to_ns
 from drive_segment_ros.ros.qos import output_qos, tf_static_qos
 from drive_segment_ros.types import DriveSegmentError
 
@@ -345,7 +346,8 @@ class BagPlayerNode(ManagedNode):
                     self.finish()
                     return
                 conn, t_ns, raw = item
-                self._pending = (conn, t_ns + self.offset_ns(), raw, self.offset_ns(), self.n_loops)
+                offset = self.offset_ns()
+                self._pending = (conn, t_ns + offset, raw, offset, self.n_loops)
             conn, t_ns, raw, offset, pass_index = self._pending
             now = time.monotonic()
             if self._wall0 is None:
@@ -449,7 +451,7 @@ def shift_stamps(msg: Any, offset_ns: int) -> Any:
         if hasattr(tf, "header"):
             headers.append(tf.header)
     for header in headers:
-        t = int(header.stamp.sec) * 1_000_000_000 + int(header.stamp.nanosec) + int(offset_ns)
+        t = stamp_to_ns(header.stamp) + int(offset_ns)
         header.stamp.sec, header.stamp.nanosec = t // 1_000_000_000, t % 1_000_000_000
     return msg
 

@@ -31,10 +31,9 @@ import logging
 import os
 import signal
 import sys
-import time
 from typing import Any, Callable, Dict, Iterable, List, Optional
 
-from drive_segment_ros.nodes import declare_parameters
+from drive_segment_ros.nodes import NodeErrorMixin, declare_parameters
 from drive_segment_ros.nodes.diagnostics import NodeDiagnostics
 from drive_segment_ros.nodes.transport import apply_fastdds_profile
 from drive_segment_ros.types import DriveSegmentError
@@ -69,7 +68,7 @@ def destroy_subscriptions(node: Any, subs: Iterable[Any]) -> None:
             pass
 
 
-class ManagedNode(LifecycleNode):
+class ManagedNode(NodeErrorMixin, LifecycleNode):
     """Lifecycle node with error reporting, diagnostics and ``autostart`` (see module doc).
 
     Args:
@@ -86,9 +85,6 @@ class ManagedNode(LifecycleNode):
     ``configure_error``.
     """
 
-    n_errors: int = 0
-    last_error: str = ""
-
     def __init__(self, node_name: str, parameters: Dict[str, tuple], task: str, **kwargs: Any) -> None:
         super().__init__(node_name, **kwargs)
 
@@ -99,13 +95,10 @@ class ManagedNode(LifecycleNode):
         if self.params["autostart"]:
             self.startup()
 
-    # -- error reporting (as NodeErrorMixin, plus diagnostics) ------------------------------
+    # -- error reporting (NodeErrorMixin's, plus diagnostics) -------------------------------
     def report_error(self, text: str) -> None:
         """Log ``text`` as one error line (rclpy + Python logging), count it, show it on /diagnostics."""
-        self.n_errors = getattr(self, "n_errors", 0) + 1
-        self.last_error = str(text)
-        self.get_logger().error(text)
-        logging.getLogger(type(self).__module__).error("%s: %s", self.get_name(), text)
+        super().report_error(text)
         diag = getattr(self, "diagnostics", None)
         if diag is not None:
             diag.error()
@@ -153,6 +146,7 @@ class ManagedNode(LifecycleNode):
 
     # -- lifecycle callbacks ----------------------------------------------------------------
     def on_configure(self, state: Any):
+        """Refresh ``self.params`` from the node parameters, run :meth:`configure`; FAILURE (after :meth:`cleanup`) on any error."""
         self.configure_error = None
         try:
             for name in list(self.params):  # values set with `ros2 param set` while unconfigured count
@@ -178,6 +172,7 @@ class ManagedNode(LifecycleNode):
         return TransitionCallbackReturn.FAILURE
 
     def on_activate(self, state: Any):
+        """Run :meth:`activate`; an error is reported and returns FAILURE."""
         try:
             self.activate()
         except Exception as exc:
@@ -186,14 +181,17 @@ class ManagedNode(LifecycleNode):
         return super().on_activate(state)
 
     def on_deactivate(self, state: Any):
+        """Run :meth:`deactivate`."""
         self.deactivate()
         return super().on_deactivate(state)
 
     def on_cleanup(self, state: Any):
+        """Run :meth:`cleanup`."""
         self.cleanup()
         return TransitionCallbackReturn.SUCCESS
 
     def on_shutdown(self, state: Any):
+        """Deactivate (when active) and clean up (when configured) before the node is finalized."""
         if state.label == "active":
             self.deactivate()
         if state.label in ("active", "inactive"):
@@ -201,6 +199,7 @@ class ManagedNode(LifecycleNode):
         return TransitionCallbackReturn.SUCCESS
 
     def on_error(self, state: Any):
+        """Report the error, deactivate and clean up; the node goes back to unconfigured."""
         self.report_error(f"lifecycle error while {state.label}; back to unconfigured")
         try:
             self.deactivate()

@@ -23,7 +23,7 @@ import colorsys
 import dataclasses
 import logging
 import time
-from typing import Any, List, Optional
+from typing import Any, Dict, List, Optional
 
 import numpy as np
 
@@ -104,10 +104,6 @@ def segment_colors(ids: np.ndarray) -> np.ndarray:
         return np.array([colorsys.hsv_to_rgb(h, 0.8, 0.95) for h in hues])
 
 
-def _proposal_config_cls():
-    return ProposalConfig
-
-
 class ProposalNode(ManagedNode):
     """PointCloud2 -> segments cloud + box markers (see module doc for topics / parameters).
 
@@ -123,7 +119,7 @@ class ProposalNode(ManagedNode):
         self.last_timing_ms = 0.0
         self.sub = None
         self.pub_segments = self.pub_markers = None
-        self._field_specs = dataclass_parameter_specs(_proposal_config_cls(), "proposals")
+        self._field_specs = dataclass_parameter_specs(ProposalConfig, "proposals")
         specs = {
             "proposals_config": ("", "YAML file with ProposalConfig values (config/proposals.yaml); explicit proposals.* parameters override it"),
             "publish_markers": (True, "publish ~/markers (MarkerArray of axis-aligned segment boxes)"),
@@ -140,7 +136,7 @@ class ProposalNode(ManagedNode):
         tune_malloc()
         self.types = rclpy_types()
         values = self.params
-        self.config = self._build_config(_proposal_config_cls(), values, self._field_specs)
+        self.config = self._build_config(values)
         self.publish_markers = bool(values["publish_markers"])
         self.marker_alpha = float(values["marker_alpha"])
         self.points_qos = qos_from_parameters(values, "points")
@@ -166,25 +162,16 @@ class ProposalNode(ManagedNode):
                 self.destroy_publisher(pub)
         self.pub_segments = self.pub_markers = None
 
-    def _build_config(self, cls, values, field_specs):
-        base = None
+    def _build_config(self, values: Dict[str, Any]) -> ProposalConfig:
+        """``proposals_config`` YAML (if set) overridden by every non-default ``proposals.*`` parameter;
+        without a YAML, all ``proposals.*`` parameters. Raises DriveSegmentError (bad file / values)."""
         path = values.get("proposals_config") or ""
-        if path:
-            loader = getattr(cls, "from_yaml", None)
-            if loader is None:
-                raise DriveSegmentError("ProposalConfig has no from_yaml(); leave proposals_config empty")
-            base = loader(path)
-        kwargs = dataclasses.asdict(base) if base is not None else {}
-        for name in field_specs:
-            field = name.split(".", 1)[1]
-            param = self.get_parameter(name)
-            if base is None or not self._is_default(name, param.value, field_specs[name][0]):
-                kwargs[field] = param.value
-        return cls(**kwargs)
-
-    @staticmethod
-    def _is_default(name, value, default):
-        return value == default
+        kwargs = dataclasses.asdict(ProposalConfig.from_yaml(path)) if path else {}
+        for name, (default, _) in self._field_specs.items():
+            value = self.get_parameter(name).value
+            if not path or value != default:
+                kwargs[name.split(".", 1)[1]] = value
+        return ProposalConfig(**kwargs)
 
     def on_points(self, msg: Any) -> None:
         """Callback: segment one scan and publish; errors are logged, the node keeps running."""

@@ -237,14 +237,6 @@ class PseudoLabelNode(CameraLidarMixin, ManagedNode):
         self.get_logger().info(f"pseudo-label run complete: {self.n_frames} frames, {path}")
         return path
 
-    def write_segments(self, name: str, segments) -> str:
-        """Write one frame's segment map as the offline run does; returns its path relative to ``out_dir``.
-
-        ``segments/<name>.png`` (uint16, id + 1, :func:`~drive_segment_ros.pseudo_label_store.segments_png_bytes`),
-        or ``segments/<name>.npz`` (compressed int32) when an id does not fit uint16.
-        """
-        return store.write_segment_map(self.out_dir, name, segments)
-
     # -- callbacks ------------------------------------------------------------------------
     def on_pair(self, img: Any, cloud: Any) -> None:
         """Synchronised image + cloud: label and write; errors are logged, the node keeps running."""
@@ -300,7 +292,7 @@ class PseudoLabelNode(CameraLidarMixin, ManagedNode):
         paths = store.frame_paths(name)
         store.write_png(self.out_dir / paths.image, frame.image)
         store.write_png(self.out_dir / paths.label, label)
-        seg_rel = self.write_segments(name, segments)
+        seg_rel = store.write_segment_map(self.out_dir, name, segments)  # .png uint16 (id + 1) or .npz, as offline
         if self.params["previews"]:
             store.write_png(self.out_dir / paths.preview, preview_image(frame.image, label, self.labeler.k))
         labelled = label != IGNORE_INDEX
