@@ -5,8 +5,8 @@
 * ground precision / recall / F1 on ``semantickitti_seq00`` (SemanticKITTI sequence 00, manual
   per-point labels) with the Patchwork++ protocol (:mod:`drive_segment_training.proposal_quality`),
   for both backends (``range_image``, ``dbscan``), beside Patchwork++'s published KITTI 00-10
-  figures (95.6 / 97.2 / 96.3), and the range image with its previous ground defaults
-  (:data:`PREVIOUS_DEFAULTS`) for comparison;
+  figures (95.6 / 97.2 / 96.3), and the range image with its defaults from before issue 8
+  (:data:`PREVIOUS_DEFAULTS`) for comparison (ground, objects and time, in the same run);
 * object recall on ``kitti_object`` (10 KITTI scans with real 3D boxes): per class (Car, Van,
   Truck, Pedestrian, Cyclist; boxes with >= 20 points; recalled at point-IoU >= 0.5) with the
   under- / over-segmented / missed counts, both backends;
@@ -34,8 +34,9 @@ from drive_segment_training import proposal_quality as pq  # noqa: E402
 from drive_segment_training.data import data_dir  # noqa: E402
 
 GOALS = {"f1": 96.3, "recall": 97.0, "object_recall": 95.0, "ms_per_120k": 25.0}
-#: The range-image ground parameters before issue 8's tuning (for the before / after line).
-PREVIOUS_DEFAULTS = {"ground_angle_deg": 7.0, "ground_near_m": 0.0}
+#: The range-image parameters before issue 8 (for the before / after lines: quality and time).
+PREVIOUS_DEFAULTS = {"ground_angle_deg": 7.0, "ground_near_m": 0.0, "ground_face_foot": False,
+                     "rings_from_order": False, "max_gap_px": 2, "skip_ground_px": False}
 
 
 def _tune_malloc() -> bool:
@@ -105,6 +106,11 @@ def main(repeats: int = 5) -> dict:
             res = pq.evaluate_objects(ko, ProposalConfig(backend=backend))
             results["objects"][backend] = res
             print(pq.format_objects(res))
+        res = pq.evaluate_objects(ko, ProposalConfig.from_dict(PREVIOUS_DEFAULTS))
+        results["objects"]["range_image_previous"] = res
+        t = res["total"]
+        print(f"  previous range-image defaults: object recall {t['recall']:.1f}% ({t['recalled']}/{t['evaluated']}), "
+              f"under {t['under']}, over {t['over']}, missed {t['missed']}")
     else:
         print(f"bench_proposal_quality: {ko} not found; object recall skipped")
     paths = []
@@ -118,6 +124,10 @@ def main(repeats: int = 5) -> dict:
         print(f"range_image on {t['n_scans']} real HDL-64E scans (median {t['points_median']:.0f} points), "
               f"tune_malloc applied: {tuned}: {t['wall_ms']:.1f} ms wall / {t['cpu_ms']:.1f} ms cpu per scan; "
               f"per 120k points {t['wall_ms_per_120k']:.1f} ms wall / {t['cpu_ms_per_120k']:.1f} ms cpu")
+        prev = time_scans(paths, ProposalConfig.from_dict(PREVIOUS_DEFAULTS), repeats)
+        results["timing_previous"] = prev
+        print(f"  previous range-image defaults: {prev['cpu_ms_per_120k']:.1f} ms cpu per 120k points; "
+              f"defaults / previous = {t['cpu_ms_per_120k'] / prev['cpu_ms_per_120k']:.2f}x")
     g = results["ground"].get("range_image")
     o = results["objects"].get("range_image")
     if g and o and results["timing"]:

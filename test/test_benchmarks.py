@@ -173,6 +173,32 @@ def test_missing_label_names_the_file(tmp_path):
         bm.load_dataset(root)
 
 
+def test_dark_zurich_official_list_and_train_ids(tmp_path):
+    """With ``lists_file_names/val_filenames.txt`` (the devkit's list, entries
+    ``val/night/{seq}/{stem}``) exactly the listed images are scored, here with the devkit's
+    ``_gt_labelTrainIds.png`` labels; a listed image that is missing is named."""
+    root = tmp_path / "dz"
+    to_train = np.full(256, 255, np.uint8)
+    to_train[[7, 23, 26]] = [0, 10, 13]  # road, sky, car (cityscapesScripts labels.py)
+    entries = []
+    for k, (pred, gt) in enumerate(((PRED_A, GT_A), (PRED_B, GT_B), (PRED_B, GT_A))):
+        entry = f"val/night/GOPR0356/GOPR0356_frame_{321 + 3 * k:06d}"
+        _write(root / "rgb_anon" / f"{entry}_rgb_anon.png", pred, root / "gt" / f"{entry}_gt_labelTrainIds.png",
+               to_train[gt])
+        entries.append(entry)
+    (root / "lists_file_names").mkdir()
+    (root / "lists_file_names" / "val_filenames.txt").write_text("\n".join(entries[:2]) + "\n")  # the third is not listed
+    ds = bm.load_dataset(root)
+    assert ds.name == "dark-zurich" and [s.name for s in ds.samples] == [
+        "GOPR0356/GOPR0356_frame_000321", "GOPR0356/GOPR0356_frame_000324"]
+    assert {s.label_kind for s in ds.samples} == {"trainIds"}
+    res = be.evaluate_dataset(fake_predict, ds, n_pred=3, label_sets=("cityscapes19",), progress=False)
+    assert res["results"]["cityscapes19"]["all"]["hungarian"]["mIoU"] == pytest.approx(MIOU_AB)
+    (root / "rgb_anon" / f"{entries[1]}_rgb_anon.png").unlink()
+    with pytest.raises(DriveSegmentError, match=r"missing image file .*GOPR0356_frame_000324_rgb_anon\.png listed in"):
+        bm.load_dataset(root)
+
+
 def test_mismatched_label_stops_and_writes_nothing(tmp_path):
     root = write_nighttime(tmp_path / "nd")
     label = sorted((root / "gtCoarse_daytime_trainvaltest/test/night").glob("*.png"))[1]

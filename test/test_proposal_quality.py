@@ -174,7 +174,7 @@ def kitti_object(data_root):
 def test_real_semantickitti_ground_range_image(semantickitti):
     g = pq.evaluate_ground(semantickitti, ProposalConfig())
     assert g["n_scans"] == 3 and g["points_median"] > 120_000
-    # measured 99.5 / 98.1 / 98.8 with the defaults (before issue 8: 99.6 / 89.3 / 94.1) (Patchwork++ KITTI 00-10: 95.6 / 97.2 / 96.3)
+    # measured 99.6 / 98.3 / 98.9 with the defaults (before issue 8: 99.6 / 89.3 / 94.1) (Patchwork++ KITTI 00-10: 95.6 / 97.2 / 96.3)
     assert g["precision"] >= 99.0 and g["recall"] >= 97.0 and g["f1"] >= 98.0, pq.format_ground(g)
 
 
@@ -189,8 +189,9 @@ def test_real_kitti_object_recall(kitti_object):
     t = o["total"]
     assert o["n_frames"] == 10 and t["evaluated"] == 19
     assert t["recalled"] + t["under"] + t["over"] + t["missed"] == t["evaluated"]
-    # 18/19 measured: the one miss is a car 54 m away whose top shows above a nearer car
-    assert t["recall"] >= 94.0, pq.format_objects(o)
+    # 19/19 measured (18/19 before ground_face_foot / rings_from_order / skip_ground_px: a car
+    # 52 m away seen over a crest in the road); the goal is >= 95 %
+    assert t["recall"] >= 95.0, pq.format_objects(o)
 
 
 def test_cli_scores_a_config(synthetic_layouts, tmp_path, capsys):

@@ -21,7 +21,7 @@ from drive_segment_ros.proposals import (
     relabel_segments,
     segment_scan,
 )
-from drive_segment_ros.proposals.range_image import build_range_image
+from drive_segment_ros.proposals.range_image import build_range_image, rings_from_scan_order
 from drive_segment_ros.types import DriveSegmentError
 
 REPO = Path(__file__).resolve().parents[1]
@@ -154,10 +154,12 @@ def flat_scene():
     return simulate_scan(noise=0.005, seed=1)
 
 
-@pytest.mark.parametrize("use_rings", [True, False])
-def test_range_image_recovers_ground_and_objects(flat_scene, use_rings):
+@pytest.mark.parametrize("rows_from", ["ring_field", "scan_order", "elevation"])
+def test_range_image_recovers_ground_and_objects(flat_scene, rows_from):
+    """Rows from the ring field, from the ring-by-ring point order, or from elevation bins."""
     pts, rings, gt = flat_scene
-    prop = segment_scan(pts, synthetic_config(), rings=rings if use_rings else None)
+    cfg = synthetic_config(rings_from_order=rows_from != "elevation")
+    prop = segment_scan(pts, cfg, rings=rings if rows_from == "ring_field" else None)
     check_recovery(prop, gt, pts)
     assert prop.labels.dtype == np.int32 and prop.labels.shape == (pts.shape[0],)
     assert prop.stats["backend"] == "range_image"
@@ -180,6 +182,101 @@ def test_dbscan_recovers_ground_and_objects(flat_scene):
     prop = segment_scan(pts, synthetic_config(backend="dbscan"))
     check_recovery(prop, gt, pts)
     assert prop.stats["backend"] == "dbscan"
+
+
+def test_rings_from_scan_order_known_answer(flat_scene):
+    """A scan stored ring by ring (as KITTI .bin) gives back its rings, in either sweep
+    direction; firing-order (column-major) and shuffled clouds are refused."""
+    pts, rings, _ = flat_scene
+    az = np.arctan2(pts[:, 1], pts[:, 0])
+    got = rings_from_scan_order(az)
+    assert got is not None and np.array_equal(np.unique(rings, return_inverse=True)[1], got)
+    cw = np.lexsort((-az, rings))  # ring by ring, each sweeping clockwise
+    assert np.array_equal(rings_from_scan_order(az[cw]), got[cw])
+    # same rows as with the ring field: identical range image
+    a = build_range_image(pts, synthetic_config(), rings=rings)
+    b = build_range_image(pts, synthetic_config())
+    assert np.array_equal(a.node_pixel, b.node_pixel) and np.array_equal(a.point_node, b.point_node)
+    firing = np.lexsort((rings, np.round(az, 4)))  # every laser at one azimuth, then the next azimuth
+    assert rings_from_scan_order(az[firing]) is None
+    assert rings_from_scan_order(np.random.default_rng(0).permutation(az)) is None
+    assert rings_from_scan_order(az[:10]) is None
+    sector = np.abs(az) < np.radians(45)  # cropped to a camera's sector: rings do not turn
+    assert rings_from_scan_order(az[sector]) is None
+
+
+def crest_scene(seed: int = 0):
+    """Ray-cast a road with a crest and a car just behind it (64 beams, 0.42 deg apart).
+
+    Road height z(x) (m, sensor at z = 0): -1.8 up to x = 20, rising 4 % to the crest at x = 35
+    (z = -1.2), falling 8 % to x = 45 (z = -2.0), flat beyond. A 4 x 2 x 1.5 m car stands on
+    the far road at x = 47..51: seen over the crest, only its top ~1 m shows, and its lowest
+    visible row is a long, flat-looking jump (~3 deg) from the crest road below it.
+    Returns points (N, 4) float32, rings (N,), gt (N,): 0 road, 1 car.
+    """
+    n_beams, n_az = 64, 2048
+    el = np.radians(-25.0 + (np.arange(n_beams) + 0.5) * (27.0 / n_beams))
+    az = (np.arange(n_az) + 0.5) * (2 * np.pi / n_az) - np.pi
+    E, A = np.meshgrid(el, az, indexing="ij")
+    ring = np.broadcast_to(np.arange(n_beams)[:, None], E.shape).reshape(-1)
+    d = np.stack([np.cos(E) * np.cos(A), np.cos(E) * np.sin(A), np.sin(E)], axis=-1).reshape(-1, 3)
+    t_best = np.full(d.shape[0], np.inf)
+    gt = np.full(d.shape[0], -1)
+    # road pieces z = a + b x on x in [x0, x1]
+    pieces = [(-1.8, 0.0, -1e9, 20.0), (-2.6, 0.04, 20.0, 35.0), (1.6, -0.08, 35.0, 45.0), (-2.0, 0.0, 45.0, 1e9)]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        for a, b, x0, x1 in pieces:
+            t = a / (d[:, 2] - b * d[:, 0])
+            x = t * d[:, 0]
+            hit = (t > 0) & (x >= x0) & (x <= x1) & (t < t_best)
+            t_best[hit], gt[hit] = t[hit], 0
+        lo, hi = np.array([47.0, -1.0, -2.05]), np.array([51.0, 1.0, -0.5])
+        ta, tb = lo / d, hi / d
+        tmin = np.nanmax(np.minimum(ta, tb), axis=1)
+        tmax = np.nanmin(np.maximum(ta, tb), axis=1)
+        hit = (tmax >= tmin) & (tmin > 0) & (tmin < t_best)
+        t_best[hit], gt[hit] = tmin[hit], 1
+    keep = np.isfinite(t_best) & (t_best < 80.0)
+    pts = d[keep] * t_best[keep, None] + np.random.default_rng(seed).normal(0, 0.01, (int(keep.sum()), 3))
+    return np.hstack([pts, np.zeros((pts.shape[0], 1))]).astype(np.float32), ring[keep].copy(), gt[keep].copy()
+
+
+@pytest.mark.parametrize("skip", [True, False])
+def test_segment_neighbours_skip_ground_pixels(skip):
+    """Known answer: five pixels of one wall in a row, the middle one labelled ground. With
+    skip_ground_px the wall stays one segment (the gap is 2 pixels <= max_gap_px); without,
+    it is cut in two."""
+    from drive_segment_ros.proposals.range_image import segment_nodes
+
+    cols = 360
+    az = np.radians(np.arange(5) + 0.5)  # five consecutive 1-degree columns
+    pts = np.stack([10 * np.cos(az), 10 * np.sin(az), np.zeros(5)], axis=1).astype(np.float32)
+    cfg = ProposalConfig(cols=cols, skip_ground_px=skip, max_gap_px=3)
+    image = build_range_image(pts, cfg, rings=np.zeros(5, dtype=np.int64))
+    assert image.rows == 1 and image.node_pixel.size == 5  # one ring: horizontal neighbours only
+    ground = np.zeros(5, dtype=bool)
+    ground[2] = True
+    comp = segment_nodes(image, ground, cfg)
+    assert comp[2] == -1
+    assert (comp[0] == comp[1]) and (comp[3] == comp[4])
+    assert (comp[1] == comp[3]) == skip
+
+
+def test_car_behind_a_crest_is_not_ground():
+    """ground_face_foot: the car's lowest visible row (a steep rise > ground_max_step_m right
+    above it) is not ground, so the whole visible car is one segment; without the rule that row
+    grows into the ground from the crest and the car loses its lower part."""
+    pts, rings, gt = crest_scene()
+    car, road = gt == 1, gt == 0
+    assert 40 <= car.sum() <= 400 and pts[car, 2].min() > -1.7  # only the part above the crest line
+    cfg = dict(rows=64, fov_down_deg=-25.0, fov_up_deg=2.0, cols=2048)
+    on = segment_scan(pts, ProposalConfig(**cfg), rings=rings).labels
+    off = segment_scan(pts, ProposalConfig(ground_face_foot=False, **cfg), rings=rings).labels
+    vals, counts = np.unique(on[car], return_counts=True)
+    assert vals[np.argmax(counts)] >= 0 and counts.max() >= 0.95 * car.sum(), dict(zip(vals, counts))
+    assert np.mean(on[car] == GROUND) < 0.02
+    assert np.mean(off[car] == GROUND) > 0.15  # the rule is what keeps the car's lowest row
+    assert np.mean(on[road] == GROUND) > 0.99
 
 
 @pytest.mark.parametrize("backend", ["range_image", "dbscan"])

@@ -6,7 +6,7 @@ image by image) and converts a label file into the ids of an evaluation label se
 labelIds 7..33 as IIC / PiCIE / STEGO / Drive&Segment report them; 255 = ignore).
 
 =====================  ==========================================================================================
-``--dataset``          layout under ``--root`` (checked against the dataset's own README / devkit)
+``--dataset``          layout under ``--root`` (checked against the dataset authors' README / devkit)
 =====================  ==========================================================================================
 ``cityscapes``         ``leftImg8bit/{split}/{city}/{city}_{seq}_{frame}_leftImg8bit.png`` +
                        ``gtFine/{split}/{city}/{city}_{seq}_{frame}_gtFine_labelIds.png`` (or
@@ -215,6 +215,36 @@ def _pair_files(
     return out
 
 
+def _listed_samples(dataset: str, root: Path, list_file: Path, image_suffix: str,
+                    label_suffixes: Sequence[Tuple[str, str]], prefix: str = "") -> List[Sample]:
+    """Samples of an official file list (one ``{entry}`` per line; Dark Zurich devkit layout:
+    ``rgb_anon/{entry}{image_suffix}`` + ``gt/{entry}{label suffix}``).
+
+    Names are the entries without ``prefix``.
+
+    Raises:
+        DriveSegmentError: an empty list, or a listed image / label that is missing (named).
+    """
+    entries = [ln.strip() for ln in list_file.read_text().splitlines() if ln.strip()]
+    if not entries:
+        raise DriveSegmentError(f"{dataset}: list file {list_file} names no image")
+    out = []
+    for entry in entries:
+        image = root / "rgb_anon" / f"{entry}{image_suffix}"
+        if not image.is_file():
+            raise DriveSegmentError(f"{dataset}: missing image file {image} listed in {list_file}")
+        for suffix, kind in label_suffixes:
+            label = root / "gt" / f"{entry}{suffix}"
+            if label.is_file():
+                break
+        else:
+            expected = root / "gt" / f"{entry}{label_suffixes[0][0]}"
+            raise DriveSegmentError(f"{dataset}: missing label file {expected} for image {image}")
+        name = entry[len(prefix):] if prefix and entry.startswith(prefix) else entry
+        out.append(Sample(name=name, image=image, label=label, label_kind=kind))
+    return out
+
+
 CITYSCAPES_LICENCE = ("Cityscapes terms of use: non-commercial research and teaching only, no redistribution; "
                       "cite Cordts et al., CVPR 2016 (www.cityscapes-dataset.com)")
 
@@ -269,10 +299,11 @@ def load_acdc(root: PathLike, split: str = "val", conditions: Sequence[str] = AC
     """ACDC (Adverse Conditions Dataset with Correspondences), per condition.
 
     Layout (ACDC downloads ``rgb_anon_trainvaltest.zip`` + ``gt_trainval.zip``; checked against
-    the dataset readers of mmsegmentation-based repositories, e.g. ``w1oves/Rein``
-    ``configs/_base_/datasets/*-acdc_1024x1024.py``: ``img_path=rgb_anon/{cond}/{split}``,
-    ``seg_map_path=gt/{cond}/{split}``, suffixes ``_rgb_anon.png`` / ``_gt_labelTrainIds.png``;
-    the ACDC README itself was not reachable from the search corpora)::
+    the ACDC authors' own instructions, ``SysCV/CISS`` README "Datasets" (Sakaridis et al.: the
+    zips extract to ``rgb_anon/`` and ``gt/`` "structured as ``condition/split/sequence/``",
+    labels ``*_labelTrainIds.png``), and the mmsegmentation readers, e.g. ``w1oves/Rein``
+    ``configs/_base_/datasets/*-acdc_1024x1024.py``: ``rgb_anon/{cond}/{split}``,
+    ``gt/{cond}/{split}``, suffixes ``_rgb_anon.png`` / ``_gt_labelTrainIds.png``)::
 
         root/rgb_anon/{condition}/{split}/{sequence}/{name}_rgb_anon.png
         root/gt/{condition}/{split}/{sequence}/{name}_gt_labelIds.png  (or _gt_labelTrainIds.png)
@@ -305,22 +336,32 @@ def load_acdc(root: PathLike, split: str = "val", conditions: Sequence[str] = AC
 def load_dark_zurich(root: PathLike, split: str = "val") -> BenchmarkDataset:
     """Dark Zurich, night images with labels.
 
-    Layout (``Dark_Zurich_val_anon.zip``; checked against mmsegmentation's ``DarkZurichDataset``
-    (suffixes ``_rgb_anon.png`` / ``_gt_labelTrainIds.png``, ``rgb_anon/val/night`` +
-    ``gt/val/night``) and ``SegmentationBLWX/sssegmentation`` ``darkzurich.py``
-    (``rgb_anon/val/night/GOPR0356``); the Dark Zurich README was not reachable from the search corpora)::
+    Layout (``Dark_Zurich_val_anon.zip``; checked against the Dark Zurich authors' own devkit,
+    ``sakaridis/MGCDA``: ``my_gen_ds_info_Dark_Zurich_val_anon.m`` reads the list
+    ``lists_file_names/val_filenames.txt`` and the images ``rgb_anon/{entry}_rgb_anon.png``;
+    ``Evaluation/eval_acc.m`` the labels ``gt/{entry}_gt_labelTrainIds.png``; entries are
+    ``val/night/{sequence}/{sequence}_frame_NNNNNN``; also mmsegmentation's
+    ``DarkZurichDataset`` and ``sssegmentation`` ``darkzurich.py``)::
 
+        root/lists_file_names/{split}_filenames.txt     (used when present: the official list)
         root/rgb_anon/val/night/{sequence}/{sequence}_frame_NNNNNN_rgb_anon.png
         root/gt/val/night/{sequence}/{sequence}_frame_NNNNNN_gt_labelIds.png (or _gt_labelTrainIds.png)
 
     ``val`` has 50 labelled night images (sequence ``GOPR0356``); the 151 ``test`` labels are
-    held by the benchmark server.
+    held by the benchmark server. With the list file, exactly its entries are evaluated (a
+    listed image or label that is missing is an error naming it); without it, every night image
+    under ``rgb_anon/{split}/night``.
 
     Licence: Dark Zurich terms, non-commercial research only; cite Sakaridis et al., ICCV 2019.
     """
     root = Path(root)
-    samples = _pair_files("dark-zurich", root / "rgb_anon" / split / "night", "_rgb_anon.png", root / "gt" / split / "night",
-                          [("_gt_labelIds.png", "labelIds"), ("_gt_labelTrainIds.png", "trainIds")])
+    suffixes = [("_gt_labelIds.png", "labelIds"), ("_gt_labelTrainIds.png", "trainIds")]
+    listed = root / "lists_file_names" / f"{split}_filenames.txt"
+    if listed.is_file():
+        samples = _listed_samples("dark-zurich", root, listed, "_rgb_anon.png", suffixes, prefix=f"{split}/night/")
+    else:
+        samples = _pair_files("dark-zurich", root / "rgb_anon" / split / "night", "_rgb_anon.png",
+                              root / "gt" / split / "night", suffixes)
     return BenchmarkDataset("dark-zurich", root, split, samples,
                             licence="Dark Zurich terms: non-commercial research only; cite Sakaridis et al., ICCV 2019",
                             citation="Sakaridis et al., Guided Curriculum Model Adaptation and Uncertainty-Aware Evaluation, ICCV 2019")
@@ -329,10 +370,12 @@ def load_dark_zurich(root: PathLike, split: str = "val") -> BenchmarkDataset:
 def load_nighttime_driving(root: PathLike, split: str = "test") -> BenchmarkDataset:
     """Nighttime Driving test set (50 coarsely annotated night images, Cityscapes classes).
 
-    Layout (``NighttimeDrivingTest.zip``; checked against mmsegmentation ``NightDrivingDataset``
-    configs and ``sssegmentation`` ``nighttimedriving.py``: ``leftImg8bit/test/night`` +
-    ``gtCoarse_daytime_trainvaltest/test/night``, suffixes ``_leftImg8bit.png`` /
-    ``_gtCoarse_labelIds.png`` / ``_gtCoarse_labelTrainIds.png``)::
+    Layout (``NighttimeDrivingTest.zip``; checked against its authors' own file lists in
+    ``sakaridis/MGCDA`` (same lab, Dai & Van Gool / Sakaridis): ``data/NighttimeDrivingTest_lists_file_names/``
+    ``leftImg8bit_filenames.txt`` = ``leftImg8bit/test/night/{name}_leftImg8bit.png`` and
+    ``gt_filenames.txt`` = ``gtCoarse_daytime_trainvaltest/test/night/{name}_gtCoarse_labelTrainIds.png``,
+    50 images named like ``0_frame_0075``; also mmsegmentation ``NightDrivingDataset`` configs and
+    ``sssegmentation`` ``nighttimedriving.py``)::
 
         root/leftImg8bit/test/night/{name}_leftImg8bit.png
         root/gtCoarse_daytime_trainvaltest/test/night/{name}_gtCoarse_labelIds.png (or _gtCoarse_labelTrainIds.png)

@@ -100,7 +100,9 @@ def segment_scan(points: np.ndarray, config: Optional[ProposalConfig] = None, ri
         config: :class:`ProposalConfig` (default: ``ProposalConfig()``); ``config.backend``
             selects ``"range_image"`` or ``"dbscan"``.
         rings: optional (N,) integer laser ring (e.g. the nuScenes HDL-32E ``ring`` field);
-            range-image rows then follow the rings instead of elevation bins.
+            range-image rows then follow the rings. Without it, the rings are recovered from
+            the point order when the scan is stored ring by ring (``config.rings_from_order``,
+            KITTI ``.bin``), else rows are elevation bins.
 
     Returns:
         :class:`Proposals`.

@@ -6,9 +6,10 @@ authors (docs/METHOD.md, stage 2). Every step is vectorized with numpy; graph se
 ``scipy.sparse.csgraph`` on CSR matrices (no per-point Python loops).
 
 1. **Range image.** Rows are the laser rings when a ``ring`` field is given (ordered bottom to
-   top by their mean elevation, so both Velodyne and Ouster ring orders work); otherwise rows
-   are ``config.rows`` elevation bins over ``[fov_down_deg, fov_up_deg]`` (KITTI scans here
-   have no ring field). Columns are azimuth bins over 360 deg (``config.cols``, or estimated
+   top by their mean elevation, so both Velodyne and Ouster ring orders work), or the rings
+   recovered from the point order of a scan stored ring by ring (:func:`rings_from_scan_order`;
+   KITTI ``.bin`` scans have no ring field); otherwise rows are ``config.rows`` elevation bins
+   over ``[fov_down_deg, fov_up_deg]``. Columns are azimuth bins over 360 deg (``config.cols``, or estimated
    from the scan). A pixel keeps its closest point; every point of the pixel later inherits the
    pixel's label. Neighbours are the next occupied pixel up / down / left / right within
    ``max_gap_px`` pixels; columns wrap around (a 360 deg scan is closed; a cropped scan simply
@@ -20,7 +21,8 @@ authors (docs/METHOD.md, stage 2). Every step is vectorized with numpy; graph se
    single steep pair so the sidewalk stays ground; or Savitzky-Golay as in depth_clustering);
    a pixel is a ground candidate when ``min(raw, smoothed) < tan(ground_angle_deg)`` (the
    minimum keeps the smoothing from leaking the steep face of an object onto the ground at
-   its foot). Near the sensor (``ground_near_m``) a pixel is also a candidate when its height
+   its foot) and, with ``ground_face_foot``, when the pair with its upper neighbour does not
+   rise more than ``ground_max_step_m`` at more than that angle (:func:`_face_foot`). Near the sensor (``ground_near_m``) a pixel is also a candidate when its height
    is within ``ground_near_tol_m`` of the near ground level (the median height of the ground
    found by the inclination test within twice that radius; the ground is then grown again):
    there consecutive rings meet the road a few centimetres apart, so range noise, not the
@@ -32,7 +34,9 @@ authors (docs/METHOD.md, stage 2). Every step is vectorized with numpy; graph se
    than ``ground_max_step_m`` (so the ground never floods onto a flat roof seen next to far
    ground, but does reach the sidewalk just behind a curb from farther sidewalk pixels) - a
    directed breadth-first search from a virtual source.
-3. **Segments** (paper Sec. 3.2). Two neighbouring non-ground pixels with ranges
+3. **Segments** (paper Sec. 3.2). Two neighbouring non-ground pixels (with ``skip_ground_px``,
+   neighbours are found among the non-ground pixels, so a stray ground pixel does not cut an
+   object) with ranges
    ``d1 >= d2`` and angular step ``alpha`` between their beams join when
    ``beta = atan2(d2 sin(alpha), d1 - d2 cos(alpha)) > segment_angle_deg``; the segments are
    the connected components of that graph (``scipy.sparse.csgraph.connected_components``).
@@ -192,6 +196,81 @@ def _angle_bins(az: np.ndarray, ys: np.ndarray, xs: np.ndarray, scale: float) ->
     return out
 
 
+#: :func:`rings_from_scan_order` accepts the order as ring by ring when at least this share of
+#: the steps between consecutive points sweep the same way by less than :data:`_ORDER_MAX_STEP`
+#: (a ring-major scan: KITTI / SemanticKITTI ``.bin``, organized clouds stored row by row);
+#: firing-order (column-major) or shuffled clouds step back and forth and are refused.
+_ORDER_MIN_SHARE = 0.9
+#: Largest azimuth step (rad) between consecutive points of one ring (about 6 deg).
+_ORDER_MAX_STEP = 0.1
+#: Smallest mean share of a full turn that each recovered ring must sweep in small steps.
+_ORDER_MIN_TURN = 0.5
+#: Fewest rings (full turns of the unwrapped azimuth) accepted from the order of a scan.
+_ORDER_MIN_RINGS = 8
+
+
+def rings_from_scan_order(az: np.ndarray) -> Optional[np.ndarray]:
+    """Laser ring of every point recovered from the order of a scan stored ring by ring.
+
+    A spinning LiDAR whose points are written one laser after the other, each laser over one
+    full turn from the same start azimuth (KITTI and SemanticKITTI ``velodyne/*.bin``,
+    HDL-64E), sweeps the azimuth one way within a laser and starts the next laser where the
+    first began. So a new ring starts at every step that passes the start azimuth (taken half a
+    mean step before the first point, so jitter at the start stays in its ring), measured
+    forward modulo a turn: missing returns (gaps of any size) and points jittering across the
+    +-pi seam or a little backwards do not start one. Elevation bins cannot separate the HDL-64E's
+    rings: its lasers are not at the origin, so one laser's elevation seen from the origin moves
+    by ~0.5 deg between 15 m and 40 m, more than the ~0.33 deg between neighbouring lasers of its
+    upper block (measured on the KITTI scans: 5-95 % elevation spread per recovered ring 0.24
+    deg at 20-40 m; uniform bins merge or skip rings).
+
+    Args:
+        az: (N,) azimuth (rad) of the points, in the order of the scan.
+
+    Returns:
+        (N,) int64 ring index (0-based, in scan order), or None when the order is not ring by
+        ring: fewer than :data:`_ORDER_MIN_SHARE` of the steps sweep one way by less than
+        :data:`_ORDER_MAX_STEP` (firing-order or shuffled clouds), fewer than
+        :data:`_ORDER_MIN_RINGS` or more than ``MAX_RING + 1`` rings, or rings that sweep on
+        average less than :data:`_ORDER_MIN_TURN` of a turn (a scan cropped to the camera's
+        sector, whose rings are cut at the sector's edges).
+    """
+    n = az.shape[0]
+    if n < 2 * _ORDER_MIN_RINGS:
+        return None
+    two_pi = np.float32(2 * math.pi)
+    a = az.astype(np.float32, copy=False)
+    d = a[1:] - a[:-1]
+    d[d < 0] += two_pi  # forward step in [0, 2 pi) (azimuths lie in [-pi, pi])
+    fwd = int(np.count_nonzero(d < _ORDER_MAX_STEP)) - int(np.count_nonzero(d == 0))
+    back = int(np.count_nonzero(d > two_pi - np.float32(_ORDER_MAX_STEP)))
+    if max(fwd, back) < _ORDER_MIN_SHARE * (n - 1):
+        return None
+    if back > fwd:  # sweeping clockwise: mirror the azimuth
+        a = -a
+        d = two_pi - d
+        d[d >= two_pi] -= two_pi
+    d[d > two_pi - np.float32(_ORDER_MAX_STEP)] = 0  # a small step back (jitter) crosses nothing
+    swept = float(np.sum(d, where=d < _ORDER_MAX_STEP, dtype=np.float64))  # in small steps
+    n_steps = int(np.count_nonzero((d > 0) & (d < _ORDER_MAX_STEP)))
+    step = swept / n_steps if n_steps else 0.0
+    # position of each point after the start azimuth (half a mean step before the first point)
+    pos = a[:-1] - np.float32(a[0] - 0.5 * step)
+    pos[pos < 0] += two_pi
+    pos += d
+    ring = np.empty(n, dtype=np.int64)
+    ring[0] = 0
+    np.cumsum(pos >= two_pi, out=ring[1:])  # the step passes the start azimuth: next laser
+    n_rings = int(ring[-1]) + 1
+    if not _ORDER_MIN_RINGS <= n_rings <= MAX_RING + 1:
+        return None
+    # each ring must sweep most of a turn in small steps: a scan cropped to a sector (rings cut
+    # at the sector's edges, not at one start azimuth) is left to elevation bins
+    if swept < _ORDER_MIN_TURN * 2 * math.pi * n_rings:
+        return None
+    return ring
+
+
 def _estimate_cols(per_row: float, az: np.ndarray, ys: np.ndarray, xs: np.ndarray) -> int:
     """Columns per 360 deg ~ points per row / covered fraction of the azimuth circle (1 deg bins).
 
@@ -204,10 +283,12 @@ def _estimate_cols(per_row: float, az: np.ndarray, ys: np.ndarray, xs: np.ndarra
     return int(np.clip(round(per_row / coverage), 16, 16384))
 
 
-def _neighbours(node_pixel: np.ndarray, node_of_pix: np.ndarray, rows: int, cols: int, max_gap: int):
-    """Nearest occupied pixel down / up / left / right within max_gap pixels, as node ids (-1 none).
+def _neighbours(node_pixel: np.ndarray, node_of_pix: np.ndarray, rows: int, cols: int, max_gap: int,
+                row_gap: int):
+    """Nearest occupied pixel left / right within ``max_gap`` pixels and down / up within
+    ``row_gap`` rows, as node ids (-1 none).
 
-    ``node_of_pix`` holds the node id of every pixel (-1 empty) followed by ``max_gap`` rows of -1.
+    ``node_of_pix`` holds the node id of every pixel (-1 empty) followed by ``row_gap`` rows of -1.
 
     Nodes are sorted row-major, so the right neighbour is the next node when it lies in the same
     row within the gap (plus the wrap-around pair of each row); the up neighbour is found by
@@ -230,11 +311,11 @@ def _neighbours(node_pixel: np.ndarray, node_of_pix: np.ndarray, rows: int, cols
         right[last[wrap]] = first[wrap]
         left[first[wrap]] = last[wrap]
     # node_of_pix is padded with max_gap empty rows on top: no bounds checks needed
-    if max_gap:
+    if row_gap:
         up = np.take(node_of_pix, node_pixel + cols, mode="clip").astype(np.int64)
     else:
         up = np.full(m, -1, dtype=np.int64)
-    for k in range(2, max_gap + 1):  # nearest first; fill the still-missing ones
+    for k in range(2, row_gap + 1):  # nearest first; fill the still-missing ones
         miss = np.flatnonzero(up < 0)
         up[miss] = np.take(node_of_pix, np.take(node_pixel, miss) + k * cols, mode="clip")
     down = np.full(m, -1, dtype=np.int64)
@@ -248,10 +329,12 @@ def build_range_image(points: np.ndarray, config: ProposalConfig, rings: Optiona
 
     Args:
         points: (N, >=3) float array, x, y, z in the LiDAR frame (z up), metres.
-        config: uses ``min_range_m``, ``max_range_m``, ``rows``, ``cols``, ``fov_up_deg``,
+        config: uses ``min_range_m``, ``max_range_m``, ``rings_from_order``, ``rows``, ``cols``, ``fov_up_deg``,
             ``fov_down_deg``, ``max_gap_px``.
         rings: optional (N,) integer laser ring per point; rows follow the rings (sorted by mean
-            elevation) instead of elevation bins.
+            elevation). Without it, rings come from :func:`rings_from_scan_order` when
+            ``config.rings_from_order`` and the scan is stored ring by ring, else rows are
+            elevation bins.
 
     Returns:
         :class:`RangeImage`; non-finite points and points outside the range limits get node -1.
@@ -273,6 +356,7 @@ def build_range_image(points: np.ndarray, config: ProposalConfig, rings: Optiona
             rng_all = np.sqrt(np.einsum("ij,ij->i", xyz_all, xyz_all))
         valid = (rng_all >= config.min_range_m) & (rng_all <= config.max_range_m) & (rng_all > 0)  # NaN -> False
     idx = np.flatnonzero(valid)
+    rv = None
     if rings is not None:
         rings = np.asarray(rings).reshape(-1)
         if rings.shape[0] != n:
@@ -299,7 +383,9 @@ def build_range_image(points: np.ndarray, config: ProposalConfig, rings: Optiona
         rng = np.take(rng_all, idx).astype(np.float32, copy=False)
     sin_elev = zs / rng
     az = _approx_azimuth(ys, xs)
-    if rings is not None:
+    if rings is None and config.rings_from_order:
+        rv = rings_from_scan_order(az)
+    if rv is not None:
         row, n_rows, per_row = _rows_from_rings(rv, sin_elev)
         n_rows = max(n_rows, 1)
     else:
@@ -329,7 +415,7 @@ def build_range_image(points: np.ndarray, config: ProposalConfig, rings: Optiona
     is_rep = np.flatnonzero(rng == np.take(depth, pix, mode="clip"))
     rep_nodes = np.empty(node_pixel.size, dtype=np.int64)
     rep_nodes[np.take(valid_node, is_rep)] = is_rep  # ties: the last point wins
-    down, up, left, right = _neighbours(node_pixel, node_of_pix, n_rows, cols, gap_rows)
+    down, up, left, right = _neighbours(node_pixel, node_of_pix, n_rows, cols, config.max_gap_px, gap_rows)
     xr, yr, zr, rr = (np.take(a, rep_nodes, mode="clip") for a in (xs, ys, zs, rng))
     return RangeImage(n_rows, cols, point_node, node_pixel, xr, yr, zr, rr, down, up, left, right)
 
@@ -399,7 +485,7 @@ def ground_mask(image: RangeImage, config: ProposalConfig) -> np.ndarray:
     Args:
         image: from :func:`build_range_image`.
         config: uses ``ground_angle_deg``, ``smooth_window``, ``smoothing``, ``ground_max_step_m``,
-            ``ground_near_m``, ``ground_near_tol_m``.
+            ``ground_near_m``, ``ground_near_tol_m``, ``ground_face_foot``.
 
     Returns:
         (M,) bool, True for ground nodes.
@@ -430,6 +516,9 @@ def ground_mask(image: RangeImage, config: ProposalConfig) -> np.ndarray:
     smooth = _smooth_columns(raw, image, config)
     eff = np.fmin(raw, smooth)  # raw NaN (lowest pixel of a column) -> smoothed value
     cand = eff < math.tan(math.radians(config.ground_angle_deg))  # NaN -> False
+    if config.ground_face_foot:
+        cand &= ~_face_foot(image, rho, config.ground_max_step_m, math.tan(math.radians(config.ground_angle_deg)),
+                            config.ground_face_foot_m)
     # seeds: the lowest occupied pixel of each column, below the sensor, when a candidate
     pix_col = image.node_pixel % image.cols
     col_first = np.full(image.cols, m, dtype=np.int64)
@@ -451,6 +540,27 @@ def ground_mask(image: RangeImage, config: ProposalConfig) -> np.ndarray:
             seeds = below[cand[below] & (z[below] <= level + np.float32(_SEED_ABOVE_LEVEL_M))]
             ground = _grow_ground(image, rho, cand, seeds, config.ground_max_step_m)
     return ground
+
+
+def _face_foot(image: RangeImage, rho: np.ndarray, step: float, tan_ground: float, min_rho: float) -> np.ndarray:
+    """(M,) bool nodes beyond ``min_rho`` (m) that are the foot of a face: the pair with the
+    upper neighbour rises more than ``step`` (m) at an inclination above ``atan(tan_ground)``.
+
+    See ``ProposalConfig.ground_face_foot``: the next beam up meets anything standing on the
+    ground in front of the beam's own ground point at most ``rho * d theta`` above the ground
+    (a few cm near the sensor), so a taller, steep rise right above a pixel means the pixel
+    itself lies on the face -- typically an object's lowest visible row just above a crest in
+    the road, which the pairwise inclination to the crest (a long, flat-looking jump) would
+    otherwise call ground.
+    """
+    has_up = np.flatnonzero(image.up >= 0)
+    up = np.take(image.up, has_up)
+    rise = np.take(image.z, up) - np.take(image.z, has_up)
+    recede = np.abs(np.take(rho, up) - np.take(rho, has_up))
+    foot = np.zeros(rho.shape[0], dtype=bool)
+    foot[has_up] = (rise > np.float32(step)) & (rise > recede * np.float32(tan_ground))
+    foot &= rho > np.float32(min_rho)
+    return foot
 
 
 def _grow_ground(image: RangeImage, rho: np.ndarray, cand: np.ndarray, seeds: np.ndarray, step: float) -> np.ndarray:
@@ -530,7 +640,7 @@ def segment_nodes(image: RangeImage, ground: np.ndarray, config: ProposalConfig)
     Args:
         image: from :func:`build_range_image`.
         ground: (M,) bool from :func:`ground_mask`.
-        config: uses ``segment_angle_deg``.
+        config: uses ``segment_angle_deg``, ``skip_ground_px``, ``max_gap_px``.
 
     Returns:
         (M,) int64 component id per node (arbitrary ids >= 0), -1 for ground nodes.
@@ -542,15 +652,28 @@ def segment_nodes(image: RangeImage, ground: np.ndarray, config: ProposalConfig)
     cos_t = np.float32(math.cos(math.radians(config.segment_angle_deg)))
     slots = np.full((m, 2), -1, dtype=np.int32)  # (up, right); -1 = no edge
     x, y, z, rng = image.x, image.y, image.z, image.rng
+    up_nb, right = image.up, image.right
+    if config.skip_ground_px:
+        # neighbours among the non-ground nodes: a dropout or a stray ground pixel inside an
+        # object does not cut it (the gap stays bounded by max_gap_px)
+        ng = np.flatnonzero(keep)
+        gap = min(config.max_gap_px, image.rows - 1)
+        node_of_pix = np.full(image.rows * image.cols + gap * image.cols, -1, dtype=np.int32)
+        node_of_pix[image.node_pixel[ng]] = np.arange(ng.size, dtype=np.int32)
+        _, up_s, _, right_s = _neighbours(image.node_pixel[ng], node_of_pix, image.rows, image.cols,
+                                          config.max_gap_px, gap)
+        up_nb = np.full(m, -1, dtype=np.int64)
+        right = np.full(m, -1, dtype=np.int64)
+        up_nb[ng] = np.where(up_s >= 0, np.take(ng, up_s, mode="clip"), -1)
+        right[ng] = np.where(right_s >= 0, np.take(ng, right_s, mode="clip"), -1)
     # up pairs (a, up[a]) of two non-ground nodes
-    nb = image.up
+    nb = up_nb
     a = np.flatnonzero(keep & (nb >= 0) & np.take(keep, nb, mode="clip"))  # nb -1 reads garbage, masked by nb >= 0
     b = np.take(nb, a)
     join = np.flatnonzero(_beta_joins(np.take(x, a), np.take(y, a), np.take(z, a), np.take(rng, a),
                                       np.take(x, b), np.take(y, b), np.take(z, b), np.take(rng, b), cos_t))
     slots[np.take(a, join), 0] = np.take(b, join)
     # right pairs: nodes are row-major, so right[i] is i + 1 (contiguous slices) except at the seam
-    right = image.right
     if m > 1:
         consec = keep[:-1] & keep[1:] & (right[:-1] == np.arange(1, m))
         ok = _beta_joins(x[:-1], y[:-1], z[:-1], rng[:-1], x[1:], y[1:], z[1:], rng[1:], cos_t)
