@@ -452,6 +452,7 @@ def _write_report(cfg, out: Path, backbone, proposals, pseudo, results, results2
     names19, _ = label_set("cityscapes19")
     sections: List[Section] = []
     ss = bool(backbone.self_supervised)
+    kitti_n = next((per["kitti-semantics"]["n_images"] for per in (bench or {}).values() if "kitti-semantics" in per), 0)
     sections.append(
         Section(
             "Summary",
@@ -459,8 +460,10 @@ def _write_report(cfg, out: Path, backbone, proposals, pseudo, results, results2
                 f"Backbone: {backbone.name} — {getattr(backbone, 'description', '')}.",
                 f"Training data: the KITTI frame 000008 and the nuScenes keyframe (6 cameras) from {cfg.data}, "
                 f"imported into ROS 2 bags; {len(pseudo['frames'])} camera images; k = {pseudo['k']} pseudo-classes. "
-                f"Evaluation: the {len(results[next(iter(results))]['images'])} labelled Waymo camera images "
-                "(never trained on), Waymo classes mapped to the 19 Cityscapes classes (config/waymo_to_cityscapes.yaml).",
+                f"Evaluation (never trained on): the {len(results[next(iter(results))]['images'])} labelled Waymo "
+                "camera images, Waymo classes mapped to the 19 Cityscapes classes (config/waymo_to_cityscapes.yaml)"
+                + (f", and {kitti_n} KITTI semantics frames (Cityscapes label ids; see the paper-table section)"
+                   if kitti_n else "") + ".",
                 "With a handful of training images the absolute numbers are low and noisy; this run shows that every "
                 "stage works on real sensor data and measures the LiDAR pipeline against the per-pixel k-means "
                 "baseline with the same backbone and k.",
