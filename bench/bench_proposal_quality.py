@@ -7,6 +7,8 @@
   for both backends (``range_image``, ``dbscan``), beside Patchwork++'s published KITTI 00-10
   figures (95.6 / 97.2 / 96.3), and the range image with its defaults from before issue 8
   (:data:`PREVIOUS_DEFAULTS`) for comparison (ground, objects and time, in the same run);
+* object recall on the labelled SemanticKITTI instances (cars, people, ... with >= 20 points),
+  both backends;
 * object recall on ``kitti_object`` (10 KITTI scans with real 3D boxes): per class (Car, Van,
   Truck, Pedestrian, Cyclist; boxes with >= 20 points; recalled at point-IoU >= 0.5) with the
   under- / over-segmented / missed counts, both backends;
@@ -36,7 +38,8 @@ from drive_segment_training.data import data_dir  # noqa: E402
 GOALS = {"f1": 96.3, "recall": 97.0, "object_recall": 95.0, "ms_per_120k": 25.0}
 #: The range-image parameters before issue 8 (for the before / after lines: quality and time).
 PREVIOUS_DEFAULTS = {"ground_angle_deg": 7.0, "ground_near_m": 0.0, "ground_face_foot": False,
-                     "rings_from_order": False, "max_gap_px": 2, "skip_ground_px": False}
+                     "rings_from_order": False, "max_gap_px": 2, "max_gap_rows": 2,
+                     "skip_ground_px": False}
 
 
 def _tune_malloc() -> bool:
@@ -95,10 +98,12 @@ def main(repeats: int = 5) -> dict:
             res = pq.evaluate_ground(sk, ProposalConfig(backend=backend))
             results["ground"][backend] = res
             print(pq.format_ground(res))
+            print(pq.format_instances(res))
         res = pq.evaluate_ground(sk, ProposalConfig.from_dict(PREVIOUS_DEFAULTS))
         results["ground"]["range_image_previous"] = res
         print("  previous range-image defaults (" + ", ".join(f"{k} {v}" for k, v in PREVIOUS_DEFAULTS.items())
               + "): " + pq.format_ground(res).split("] ", 1)[1])
+        print("  previous range-image defaults: " + pq.format_instances(res).split("] ", 1)[1])
     else:
         print(f"bench_proposal_quality: {sk} not found (set DRIVE_SEGMENT_DATA); ground figures skipped")
     if ko.is_dir():

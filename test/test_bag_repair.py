@@ -1,6 +1,8 @@
 """Per-point LiDAR times of the driver conventions; truncated MCAP recovery; sqlite integrity checks."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 from rosbags.typesys import Stores, get_typestore
@@ -124,3 +126,31 @@ def test_check_bag_sqlite_and_mcap(tmp_path):
     cut = truncate(nb.path, 0.7, tmp_path / "m" / "cut.mcap")
     [(name, ok, detail)] = check_bag(cut)
     assert not ok and "truncated" in detail
+
+
+def test_derived_copies_removed_at_exit(tmp_path):
+    """The ROS 2 copy of a ROS 1 profile MCAP lives in temp while the process runs and is removed
+    when it exits; a forked child that exits leaves its parent's copy in place."""
+    import os
+    import subprocess
+    import sys
+    import textwrap
+
+    fb = write_nuscenes_mcap(tmp_path / "r1")
+    script = textwrap.dedent(f"""
+        import os, sys
+        from drive_segment_ros.ros.mcap_ros1 import ros2_copy
+        out = ros2_copy({str(fb.path)!r})
+        assert out.is_file() and out.parent.name.startswith("drive_segment_ros1mcap_")
+        pid = os.fork()
+        if pid == 0:
+            sys.exit(0)  # a normal interpreter exit in the child runs atexit handlers
+        os.waitpid(pid, 0)
+        assert out.is_file(), "the child removed the parent's copy"
+        print(out)
+        """)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    res = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=120)
+    assert res.returncode == 0, res.stderr[-2000:]
+    out = Path(res.stdout.strip().splitlines()[-1])
+    assert out.name == fb.path.name and not out.exists() and not out.parent.exists()

@@ -191,3 +191,45 @@ def test_loader_workers_do_not_change_samples(pl_dir):
     for a, b in zip(*batches):
         assert a["name"] == b["name"]
         assert torch.equal(a["image"], b["image"]) and torch.equal(a["segments"], b["segments"])
+
+
+def _image_bag(path, stamps_and_logs, storage="sqlite3"):
+    """A bag with one rgb8 image per (header stamp, log time); image k is filled with value k."""
+    from drive_segment_ros.ros.image import rgb_to_image_msg
+    from drive_segment_training.importers import _BagWriter
+
+    w = _BagWriter(path, storage, overwrite=True)
+    for k, (stamp, log) in enumerate(stamps_and_logs):
+        w.add("/cam/image_raw", log, rgb_to_image_msg(np.full((4, 6, 3), k, np.uint8), "cam", stamp, w.types))
+    w.close()
+    return path
+
+
+def test_bag_image_loader_finds_stamps_decoding_few_messages(tmp_path, monkeypatch):
+    """Images referenced by header stamp: a live recording (log time = stamp) decodes one or two
+    messages per look-up, not the +-2 s window; a stamp far from its log time is still found;
+    at most max_open readers stay open and a closed one reopens when needed."""
+    from drive_segment_training import datasets as ds
+
+    t0 = 1_700_000_000_000_000_000
+    live = [(t0 + k * 33_000_000, t0 + k * 33_000_000) for k in range(90)]  # 30 Hz, 3 s
+    late = [(t0 + k * 100_000_000, t0 + k * 100_000_000 + 1_500_000_000) for k in range(5)]  # logged 1.5 s late
+    bag_a = _image_bag(tmp_path / "a", live)
+    bag_b = _image_bag(tmp_path / "b", late, storage="mcap")
+    calls = []
+    real = ds.deserialize
+    monkeypatch.setattr(ds, "deserialize", lambda *a, **k: calls.append(1) or real(*a, **k))
+    loader = ds.BagImageLoader(max_open=1)
+    ref = lambda bag, stamp: {"name": "f", "image_ref": {"bag": str(bag), "topic": "/cam/image_raw", "stamp_ns": stamp}}
+    for k in (0, 45, 89):
+        calls.clear()
+        assert int(loader(ref(bag_a, live[k][0]))[0, 0, 0]) == k
+        assert len(calls) <= 2
+    for k in (0, 3):
+        assert int(loader(ref(bag_b, late[k][0]))[0, 0, 0]) == k  # found in the 2 s window
+        assert list(loader._readers) == [str(bag_b)]  # bag_a's reader was closed (max_open=1)
+    assert int(loader(ref(bag_a, live[7][0]))[0, 0, 0]) == 7  # reopened
+    with pytest.raises(DriveSegmentError, match="no image on '/cam/image_raw' with stamp 5 ns"):
+        loader(ref(bag_a, 5))
+    loader.close()
+    assert not loader._readers

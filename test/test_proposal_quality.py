@@ -133,6 +133,10 @@ def test_synthetic_ground_and_objects(synthetic_layouts):
     g = pq.evaluate_ground(synthetic_layouts / "sk", config)
     assert g["n_scans"] == 1 and g["precision"] > 99.0 and g["recall"] > 99.0
     assert g["per_scan"][0]["n_points"] == g["points_median"]
+    # the four simulated objects are labelled as car instances 1..4: each one segment
+    inst = g["instances"]
+    assert inst["evaluated"] == 4 and inst["recalled"] == 4 and inst["per_class"]["car"]["recall"] == 100.0
+    assert "SemanticKITTI objects recall 100.0% (4/4)" in pq.format_instances(g)
     o = pq.evaluate_objects(synthetic_layouts / "ko", config)
     assert o["total"]["evaluated"] == 2 and o["total"]["recalled"] == 2, o["boxes"]
     assert o["per_class"]["Car"]["recall"] == 100.0 and o["per_class"]["Pedestrian"]["recall"] == 100.0
@@ -176,6 +180,8 @@ def test_real_semantickitti_ground_range_image(semantickitti):
     assert g["n_scans"] == 3 and g["points_median"] > 120_000
     # measured 99.6 / 98.3 / 98.9 with the defaults (before issue 8: 99.6 / 89.3 / 94.1) (Patchwork++ KITTI 00-10: 95.6 / 97.2 / 96.3)
     assert g["precision"] >= 99.0 and g["recall"] >= 97.0 and g["f1"] >= 98.0, pq.format_ground(g)
+    # labelled instances (36 with >= 20 points): 31 measured; 28 with 3-row gaps (parked cars merged)
+    assert g["instances"]["evaluated"] == 36 and g["instances"]["recalled"] >= 30, pq.format_instances(g)
 
 
 def test_real_semantickitti_ground_dbscan(semantickitti):

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections import OrderedDict
 from pathlib import Path
 from typing import Any, Dict, Optional, Sequence, Tuple, Union
 
@@ -52,32 +53,44 @@ __all__ = [
 ]
 
 
+#: First look-up window (s) of :class:`BagImageLoader` around the header stamp.
+NEAR_WINDOW_S = 0.05
+
+
 class BagImageLoader:
     """Reads images that a pseudo-label index references as ``image_ref = {"bag", "topic", "stamp_ns"}``.
 
-    The message on ``topic`` whose header stamp is ``stamp_ns`` is looked up first among the
-    messages logged within ``window_s`` of that stamp (sqlite3 / mcap bags are indexed by log
-    time), then, failing that, in the whole topic. Readers stay open (one per bag, per process:
-    DataLoader workers open their own). Callable as ``loader(frame_record) -> (H, W, 3) uint8 RGB``.
+    The message on ``topic`` whose header stamp is ``stamp_ns`` is looked up among the messages
+    logged within :data:`NEAR_WINDOW_S` of that stamp (sqlite3 / mcap bags are indexed by log
+    time, which a live recording keeps within milliseconds of the header stamp: one or two
+    messages are decoded), then within ``window_s``, then in the whole topic. At most
+    ``max_open`` readers stay open (least recently used closed first; one set per process:
+    DataLoader workers open their own), so hours of driving in hundreds of bags do not exhaust
+    file handles. Callable as ``loader(frame_record) -> (H, W, 3) uint8 RGB``.
 
     Raises (on call):
         DriveSegmentError: the bag cannot be opened (moved or deleted since labelling: use
             ``--image-storage png``), or holds no such message.
     """
 
-    def __init__(self, window_s: float = 2.0) -> None:
+    def __init__(self, window_s: float = 2.0, max_open: int = 8) -> None:
         self.window_ns = int(window_s * 1e9)
-        self._readers: Dict[str, Any] = {}
+        self.max_open = max(1, int(max_open))
+        self._readers: "OrderedDict[str, Any]" = OrderedDict()
         self._lock = threading.Lock()
 
     def __getstate__(self):
-        return {"window_ns": self.window_ns}
+        return {"window_ns": self.window_ns, "max_open": self.max_open}
 
     def __setstate__(self, state):
-        self.__init__(state["window_ns"] / 1e9)
+        self.__init__(state["window_ns"] / 1e9, state.get("max_open", 8))
 
     def _reader(self, bag: str):
-        if bag not in self._readers:
+        if bag in self._readers:
+            self._readers.move_to_end(bag)
+        else:
+            while len(self._readers) >= self.max_open:
+                self._readers.popitem(last=False)[1].close()
             self._readers[bag] = open_bag(bag)
         return self._readers[bag]
 
@@ -89,7 +102,9 @@ class BagImageLoader:
             conns = [c for c in reader.connections if c.topic == topic]
             if not conns:
                 raise DriveSegmentError(f"bag {bag!r} has no topic {topic!r} (frame {frame.get('name', '?')!r})")
-            for window in ((stamp - self.window_ns, stamp + self.window_ns + 1), (None, None)):
+            near = int(NEAR_WINDOW_S * 1e9)
+            for window in ((stamp - near, stamp + near + 1), (stamp - self.window_ns, stamp + self.window_ns + 1),
+                           (None, None)):
                 it = reader.messages(connections=conns, start=window[0], stop=window[1]) if window[0] is not None \
                     else iter_messages(reader, conns, bag)
                 for conn, _, raw in it:

@@ -426,21 +426,28 @@ def _quality_section(quality: Dict[str, Dict[str, Dict[str, Any]]]) -> Section:
     for b, r in quality["objects"].items():
         for name, row in [("all", r["total"])] + list(r["per_class"].items()):
             if row["evaluated"]:
-                object_rows.append([b, name, row["evaluated"], row["recall"], row["under"], row["over"], row["missed"]])
+                object_rows.append([b, f"KITTI boxes: {name}", row["evaluated"], row["recall"], row["under"], row["over"],
+                                    row["missed"]])
+    for b, r in quality["ground"].items():
+        row = r["instances"]
+        if row["evaluated"]:
+            object_rows.append([b, "SemanticKITTI instances: all", row["evaluated"], row["recall"], row["under"],
+                                row["over"], row["missed"]])
     return Section(
         "LiDAR proposal quality on real labels",
         paragraphs=[
             "Ground: SemanticKITTI sequence 00 scans with manual per-point labels, Patchwork++ protocol (ground = "
             "road, parking, sidewalk, other-ground, lane-marking, terrain; vegetation left out of the count); means "
-            "over scans. Objects: KITTI 3D boxes (Car, Van, Truck, Pedestrian, Cyclist with >= 20 points inside); a "
-            "box is recalled when one segment reaches point-IoU >= 0.5 with its points; under = merged with other "
-            "points, over = split into several segments. Default proposal config; `drive-segment proposals "
+            "over scans. Objects: KITTI 3D boxes (Car, Van, Truck, Pedestrian, Cyclist with >= 20 points inside), "
+            "and the labelled instances of the same SemanticKITTI scans (cars, people, cyclists, ...; >= 20 points); "
+            "an object is recalled when one segment reaches point-IoU >= 0.5 with its points; under = merged with "
+            "other points, over = split into several segments. Default proposal config; `drive-segment proposals "
             "--eval-semantickitti DIR --eval-kitti-boxes DIR` scores your own parameters.",
         ],
         tables=[
             Table(["backend", "precision %", "recall %", "F1 %", "scans", "ms / scan (median)"], ground_rows,
                   caption="ground segmentation", float_fmt="{:.1f}"),
-            Table(["backend", "class", "boxes", "recall %", "under", "over", "missed"], object_rows,
+            Table(["backend", "objects", "evaluated", "recall %", "under", "over", "missed"], object_rows,
                   caption="object recall", float_fmt="{:.1f}"),
         ],
     )

@@ -21,6 +21,10 @@ point cloud", IROS 2022, Sec. IV.A; ``url-kaist/patchwork-plusplus``
 Patchwork++ reports precision 95.6 / recall 97.2 / F1 96.3 on KITTI 00-10 (IROS 2022,
 Table I): :data:`PATCHWORKPP_ANCHOR`.
 
+The same SemanticKITTI scans also give **object recall on their labelled instances** (car, truck,
+other-vehicle, person, bicycle / bicyclist, motorcycle / motorcyclist with >= 20 points; the
+instance's points take the place of a box's): a second object measurement on other scans.
+
 **Object recall on KITTI 3D boxes** (object benchmark layout ``training/{velodyne,label_2,calib}``):
 every box of the classes Car, Van, Truck, Pedestrian, Cyclist (:data:`OBJECT_CLASSES`) holding at
 least ``min_points`` (20) scan points is evaluated; it is *recalled* when one proposal segment
@@ -69,6 +73,10 @@ VEGETATION = 70
 OUTLIER_CLASSES: Tuple[int, ...] = (0, 1)
 #: Patchwork++ on SemanticKITTI 00-10 (Lim et al., IROS 2022, Table I), percent.
 PATCHWORKPP_ANCHOR = {"precision": 95.6, "recall": 97.2, "f1": 96.3}
+#: SemanticKITTI "thing" classes whose instances are evaluated for object recall (label ids of
+#: ``semantic-kitti.yaml``).
+INSTANCE_CLASSES: Dict[int, str] = {10: "car", 11: "bicycle", 15: "motorcycle", 18: "truck", 20: "other-vehicle",
+                                    30: "person", 31: "bicyclist", 32: "motorcyclist"}
 #: KITTI object classes whose boxes are evaluated for object recall.
 OBJECT_CLASSES: Tuple[str, ...] = ("Car", "Van", "Truck", "Pedestrian", "Cyclist")
 #: Outcomes of one evaluated box (see the module docstring).
@@ -94,9 +102,9 @@ def read_velodyne(path: PathLike) -> np.ndarray:
     return raw.reshape(-1, 4)
 
 
-def read_semantic_labels(path: PathLike, n_points: int) -> np.ndarray:
-    """SemanticKITTI ``.label`` file: ``(N,)`` uint16 semantic class (lower 16 bits of the
-    uint32 per point; the upper 16 bits are the instance id).
+def read_semantickitti_labels(path: PathLike, n_points: int) -> Tuple[np.ndarray, np.ndarray]:
+    """SemanticKITTI ``.label`` file: ``(semantic, instance)``, two ``(N,)`` uint16 arrays (lower
+    and upper 16 bits of the uint32 per point; instance 0 = none).
 
     Raises:
         DriveSegmentError: missing file or a label count that differs from ``n_points``.
@@ -107,7 +115,12 @@ def read_semantic_labels(path: PathLike, n_points: int) -> np.ndarray:
     raw = np.fromfile(path, dtype=np.uint32)
     if raw.size != n_points:
         raise DriveSegmentError(f"{path}: {raw.size} labels for a scan of {n_points} points")
-    return (raw & 0xFFFF).astype(np.uint16)
+    return (raw & 0xFFFF).astype(np.uint16), (raw >> 16).astype(np.uint16)
+
+
+def read_semantic_labels(path: PathLike, n_points: int) -> np.ndarray:
+    """``(N,)`` uint16 semantic class of a SemanticKITTI ``.label`` file (see :func:`read_semantickitti_labels`)."""
+    return read_semantickitti_labels(path, n_points)[0]
 
 
 def semantickitti_scans(root: PathLike) -> List[Tuple[str, Path, Path]]:
@@ -400,8 +413,11 @@ def evaluate_ground(root: PathLike, config=None, backend: Optional[str] = None,
     Returns:
         dict: ``backend``, ``n_scans``, ``skipped``, ``precision``, ``recall``, ``f1`` (means over
         scans, percent), ``pooled`` (:class:`GroundScore` dict over all points), ``per_scan``
-        (list of ``{name, n_points, time_ms, evaluated, **GroundScore}``), ``time_ms_median`` and
-        ``points_median``.
+        (list of ``{name, n_points, time_ms, evaluated, **GroundScore}``), ``time_ms_median``,
+        ``points_median``, and ``instances``: object recall on the labelled instances of
+        :data:`INSTANCE_CLASSES` with at least 20 points, scored as the KITTI boxes are
+        (:func:`box_outcome`: ``{evaluated, recalled, under, over, missed, recall}`` plus
+        ``per_class``) -- a second object measurement, on other scans than the boxes.
 
     Raises:
         DriveSegmentError: no labelled scan, or a scan/label mismatch.
@@ -413,14 +429,20 @@ def evaluate_ground(root: PathLike, config=None, backend: Optional[str] = None,
         items = [it for it in items if it[0] in wanted]
     if max_scans is not None:
         items = items[: int(max_scans)]
-    per_scan, skipped = [], 0
+    per_scan, skipped, things = [], 0, []
     tp = n_pred = n_gt = 0
     for name, scan_path, label_path in items:
         points = read_velodyne(scan_path)
-        sem = read_semantic_labels(label_path, points.shape[0])
+        sem, inst = read_semantickitti_labels(label_path, points.shape[0])
         t0 = time.perf_counter()
         prop = segment_scan(points, config)
         ms = (time.perf_counter() - t0) * 1e3
+        for cls, cls_name in INSTANCE_CLASSES.items():
+            of_cls = (sem == cls) & (inst > 0)
+            for i in np.unique(inst[of_cls]):
+                mask = of_cls & (inst == i)
+                if np.count_nonzero(mask) >= 20:
+                    things.append({"scan": name, "type": cls_name, "outcome": box_outcome(prop.labels, mask)[0]})
         pred = prop.labels == GROUND
         score = ground_score(pred, sem)
         tp, n_pred, n_gt = tp + score.tp, n_pred + score.n_pred, n_gt + score.n_gt
@@ -440,7 +462,17 @@ def evaluate_ground(root: PathLike, config=None, backend: Optional[str] = None,
         "per_scan": per_scan,
         "time_ms_median": float(np.median([s["time_ms"] for s in per_scan])) if per_scan else 0.0,
         "points_median": float(np.median([s["n_points"] for s in per_scan])) if per_scan else 0.0,
+        "instances": {**_outcome_summary(things),
+                      "per_class": {c: _outcome_summary([t for t in things if t["type"] == c])
+                                    for c in INSTANCE_CLASSES.values() if any(t["type"] == c for t in things)}},
     }
+
+
+def _outcome_summary(rows: List[Dict]) -> Dict:
+    """``{evaluated, recalled, under, over, missed, recall %}`` of rows with an ``outcome``."""
+    out = {"evaluated": len(rows), **{k: sum(r["outcome"] == k for r in rows) for k in OUTCOMES}}
+    out["recall"] = 100.0 * out["recalled"] / len(rows) if rows else float("nan")
+    return out
 
 
 def kitti_object_frames(root: PathLike) -> List[Tuple[str, Path, Path, Path]]:
@@ -512,16 +544,11 @@ def evaluate_objects(root: PathLike, config=None, backend: Optional[str] = None,
             outcome, best = box_outcome(prop.labels, inside, iou_threshold)
             boxes.append({"frame": frame, "type": obj.type, "n_points": n, "outcome": outcome, "best_iou": best})
 
-    def summary(rows: List[Dict]) -> Dict:
-        out = {"evaluated": len(rows), **{k: sum(r["outcome"] == k for r in rows) for k in OUTCOMES}}
-        out["recall"] = 100.0 * out["recalled"] / len(rows) if rows else float("nan")
-        return out
-
     return {
         "backend": config.backend,
         "n_frames": len(frames),
-        "per_class": {c: summary([b for b in boxes if b["type"] == c]) for c in classes},
-        "total": summary(boxes),
+        "per_class": {c: _outcome_summary([b for b in boxes if b["type"] == c]) for c in classes},
+        "total": _outcome_summary(boxes),
         "boxes": boxes,
         "time_ms_median": float(np.median(times)) if times else 0.0,
         "points_median": float(np.median(sizes)) if sizes else 0.0,
@@ -534,6 +561,15 @@ def format_ground(result: Dict) -> str:
     return (f"ground [{result['backend']}] precision {result['precision']:.1f} recall {result['recall']:.1f} "
             f"F1 {result['f1']:.1f} over {result['n_scans']} scans (Patchwork++ KITTI 00-10: "
             f"{a['precision']}/{a['recall']}/{a['f1']}); {result['time_ms_median']:.1f} ms/scan median")
+
+
+def format_instances(result: Dict) -> str:
+    """One line: object recall on the SemanticKITTI instances of an :func:`evaluate_ground` result."""
+    t = result["instances"]
+    if not t["evaluated"]:
+        return f"instances [{result['backend']}] no labelled instance with enough points"
+    return (f"instances [{result['backend']}] SemanticKITTI objects recall {t['recall']:.1f}% "
+            f"({t['recalled']}/{t['evaluated']}), under {t['under']}, over {t['over']}, missed {t['missed']}")
 
 
 def format_objects(result: Dict) -> str:
@@ -578,6 +614,7 @@ def run_quality(config=None, semantickitti: Optional[PathLike] = None, kitti_box
     if semantickitti is not None:
         result["ground"] = evaluate_ground(semantickitti, config)
         print(format_ground(result["ground"]))
+        print(format_instances(result["ground"]))
     if kitti_boxes is not None:
         result["objects"] = evaluate_objects(kitti_boxes, config)
         print(format_objects(result["objects"]))

@@ -11,8 +11,8 @@ authors (docs/METHOD.md, stage 2). Every step is vectorized with numpy; graph se
    KITTI ``.bin`` scans have no ring field); otherwise rows are ``config.rows`` elevation bins
    over ``[fov_down_deg, fov_up_deg]``. Columns are azimuth bins over 360 deg (``config.cols``, or estimated
    from the scan). A pixel keeps its closest point; every point of the pixel later inherits the
-   pixel's label. Neighbours are the next occupied pixel up / down / left / right within
-   ``max_gap_px`` pixels; columns wrap around (a 360 deg scan is closed; a cropped scan simply
+   pixel's label. Neighbours are the next occupied pixel left / right within ``max_gap_px``
+   columns and up / down within ``max_gap_rows`` rows; columns wrap around (a 360 deg scan is closed; a cropped scan simply
    has no pixels at the seam).
 2. **Ground** (paper Sec. 3.1; depth_clustering ``DepthGroundRemover``). For each pixel, the
    inclination of the line to its lower neighbour, handled as its tangent ``|dz| / |d rho|``
@@ -86,7 +86,8 @@ class RangeImage:
         node_pixel: (M,) int64 flat pixel ``row * cols + col`` of every node (sorted).
         x, y, z: (M,) float32 coordinates of the node's closest point (LiDAR frame, metres).
         rng: (M,) float32 its range (m).
-        down, up, left, right: (M,) int64 neighbouring node within ``max_gap_px`` pixels, -1 none.
+        down, up, left, right: (M,) int64 neighbouring node within ``max_gap_rows`` rows /
+            ``max_gap_px`` columns, -1 none.
     """
 
     rows: int
@@ -330,7 +331,7 @@ def build_range_image(points: np.ndarray, config: ProposalConfig, rings: Optiona
     Args:
         points: (N, >=3) float array, x, y, z in the LiDAR frame (z up), metres.
         config: uses ``min_range_m``, ``max_range_m``, ``rings_from_order``, ``rows``, ``cols``, ``fov_up_deg``,
-            ``fov_down_deg``, ``max_gap_px``.
+            ``fov_down_deg``, ``max_gap_px``, ``max_gap_rows``.
         rings: optional (N,) integer laser ring per point; rows follow the rings (sorted by mean
             elevation). Without it, rings come from :func:`rings_from_scan_order` when
             ``config.rings_from_order`` and the scan is stored ring by ring, else rows are
@@ -399,7 +400,7 @@ def build_range_image(points: np.ndarray, config: ProposalConfig, rings: Optiona
     col[col >= cols] -= cols
     pix = row * cols + col
     n_pix = n_rows * cols
-    gap_rows = min(config.max_gap_px, n_rows - 1)
+    gap_rows = min(config.max_gap_rows, n_rows - 1)
     depth = np.full(n_pix, np.inf, dtype=np.float32)
     np.minimum.at(depth, pix, rng)
     node_pixel = np.flatnonzero(depth < np.inf)
@@ -437,7 +438,7 @@ def _smooth_columns(raw: np.ndarray, image: RangeImage, config: ProposalConfig) 
 
     ``mean``: the mean of the valid values of the node and of its ``smooth_window // 2`` nearest
     occupied neighbours up and down the column (the column chain of :class:`RangeImage`,
-    empty pixels skipped within ``max_gap_px``). ``savgol``: Savitzky-Golay (quadratic)
+    empty pixels skipped within ``max_gap_rows``). ``savgol``: Savitzky-Golay (quadratic)
     on the column with empty pixels filled from the nearest valid pixel below (else above).
     """
     win = min(config.smooth_window, image.rows if image.rows % 2 else image.rows - 1)
@@ -640,7 +641,7 @@ def segment_nodes(image: RangeImage, ground: np.ndarray, config: ProposalConfig)
     Args:
         image: from :func:`build_range_image`.
         ground: (M,) bool from :func:`ground_mask`.
-        config: uses ``segment_angle_deg``, ``skip_ground_px``, ``max_gap_px``.
+        config: uses ``segment_angle_deg``, ``skip_ground_px``, ``max_gap_px``, ``max_gap_rows``.
 
     Returns:
         (M,) int64 component id per node (arbitrary ids >= 0), -1 for ground nodes.
@@ -655,9 +656,9 @@ def segment_nodes(image: RangeImage, ground: np.ndarray, config: ProposalConfig)
     up_nb, right = image.up, image.right
     if config.skip_ground_px:
         # neighbours among the non-ground nodes: a dropout or a stray ground pixel inside an
-        # object does not cut it (the gap stays bounded by max_gap_px)
+        # object does not cut it (the gaps stay bounded by max_gap_px / max_gap_rows)
         ng = np.flatnonzero(keep)
-        gap = min(config.max_gap_px, image.rows - 1)
+        gap = min(config.max_gap_rows, image.rows - 1)
         node_of_pix = np.full(image.rows * image.cols + gap * image.cols, -1, dtype=np.int32)
         node_of_pix[image.node_pixel[ng]] = np.arange(ng.size, dtype=np.int32)
         _, up_s, _, right_s = _neighbours(image.node_pixel[ng], node_of_pix, image.rows, image.cols,

@@ -269,11 +269,12 @@ def check_bag(path: Union[str, Path]) -> List[Tuple[str, bool, str]]:
             out.append((f.name, rows == ["ok"], "; ".join(rows[:5]) + (f" (+{len(rows) - 5} more)" if len(rows) > 5 else "")))
         elif f.suffix == ".mcap":
             if not mcap_is_complete(f):
-                try:
-                    rec = recover_mcap(f, Path(tempfile.mkdtemp(prefix="drive_segment_check_")) / f.name)
-                    out.append((f.name, False, rec.summary()))
-                except DriveSegmentError as exc:
-                    out.append((f.name, False, str(exc)))
+                with tempfile.TemporaryDirectory(prefix="drive_segment_check_") as tmp:  # the copy is only measured
+                    try:
+                        rec = recover_mcap(f, Path(tmp) / f.name)
+                        out.append((f.name, False, rec.summary()))
+                    except DriveSegmentError as exc:
+                        out.append((f.name, False, str(exc)))
                 continue
             try:
                 from mcap.stream_reader import StreamReader  # optional heavy dependency

@@ -11,8 +11,10 @@ JSON channels, ...) are left out and listed. :func:`ros1_profile` tells the prof
 """
 from __future__ import annotations
 
+import atexit
 import logging
 import os
+import shutil
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -147,6 +149,20 @@ def convert_ros1_mcap(src: Union[str, Path], dst: Union[str, Path]) -> Ros1McapC
 
 _R = TypeVar("_R")
 _DERIVED: Dict[Tuple[str, str, int, int], Tuple[Path, Any]] = {}
+#: temporary directory of each derived copy -> pid of the process that made it
+_OWNER: Dict[Path, int] = {}
+
+
+@atexit.register
+def remove_derived_copies() -> None:
+    """Delete the temporary directories that this process made in :func:`derived_copy` (run at
+    interpreter exit; a converted or recovered copy is as large as its bag, so none is left in
+    temp). A forked child that inherited the cache leaves its parent's copies alone."""
+    pid = os.getpid()
+    for key, (out, _) in list(_DERIVED.items()):
+        if _OWNER.get(out.parent) == pid:
+            shutil.rmtree(out.parent, ignore_errors=True)
+            del _DERIVED[key]
 
 
 def derived_copy(path: Union[str, Path], prefix: str, make: Callable[[Path, Path], _R]) -> Tuple[Path, _R]:
@@ -160,14 +176,20 @@ def derived_copy(path: Union[str, Path], prefix: str, make: Callable[[Path, Path
 
     Returns:
         ``(out, result of make)``, the cached pair on later calls for the same file version.
-        The temporary directory is not removed (it lives as long as the process may read it).
+        The temporary directory lives as long as the process may read it: it is removed at
+        interpreter exit (:func:`remove_derived_copies`), or right away when ``make`` fails.
     """
     path = Path(path).resolve()
     st = path.stat()
     key = (prefix, str(path), int(st.st_size), int(st.st_mtime_ns))
     if key not in _DERIVED:
         out = Path(tempfile.mkdtemp(prefix=prefix)) / path.name
-        _DERIVED[key] = (out, make(path, out))
+        try:
+            _DERIVED[key] = (out, make(path, out))
+            _OWNER[out.parent] = os.getpid()
+        except BaseException:
+            shutil.rmtree(out.parent, ignore_errors=True)
+            raise
     return _DERIVED[key]
 
 
