@@ -187,7 +187,8 @@ def test_dark_zurich_official_list_and_train_ids(tmp_path):
                to_train[gt])
         entries.append(entry)
     (root / "lists_file_names").mkdir()
-    (root / "lists_file_names" / "val_filenames.txt").write_text("\n".join(entries[:2]) + "\n")  # the third is not listed
+    # the third image is not listed: not evaluated
+    (root / "lists_file_names" / "val_filenames.txt").write_text("\n".join(entries[:2]) + "\n")
     ds = bm.load_dataset(root)
     assert ds.name == "dark-zurich" and [s.name for s in ds.samples] == [
         "GOPR0356/GOPR0356_frame_000321", "GOPR0356/GOPR0356_frame_000324"]

@@ -44,6 +44,16 @@ BOXES = [(8.0, 10.5, -6.0, -3.5, 1.5), (-10.0, -6.0, 4.0, 6.0, 1.6), (0.0, 2.5, 
 CYLINDERS = [(3.0, 8.0, 0.4, 1.8)]
 
 
+def beam_directions(el_rad: np.ndarray, n_az: int):
+    """Unit ray directions of a spinning LiDAR, ring by ring (as KITTI .bin stores them):
+    ``(d (n_beams * n_az, 3), ring (n_beams * n_az,))``, azimuths at bin centres from -pi."""
+    az = (np.arange(n_az) + 0.5) * (2 * np.pi / n_az) - np.pi
+    E, A = np.meshgrid(el_rad, az, indexing="ij")
+    ring = np.broadcast_to(np.arange(el_rad.size)[:, None], E.shape).reshape(-1)
+    d = np.stack([np.cos(E) * np.cos(A), np.cos(E) * np.sin(A), np.sin(E)], axis=-1).reshape(-1, 3)
+    return d, ring
+
+
 def _ground_z(x, slope):
     return -SENSOR_Z + slope * x
 
@@ -56,11 +66,7 @@ def simulate_scan(slope: float = 0.0, noise: float = 0.0, seed: int = 0, max_ran
     give no point. Objects stand on the (possibly sloped, z = -SENSOR_Z + slope * x) ground.
     With ``curb_y``, the ground for y > curb_y is a sidewalk raised by ``curb_h`` (slope 0).
     """
-    el = np.radians(beam_elevations_deg())
-    az = (np.arange(N_AZ) + 0.5) * (2 * np.pi / N_AZ) - np.pi
-    E, A = np.meshgrid(el, az, indexing="ij")
-    ring = np.broadcast_to(np.arange(N_BEAMS)[:, None], E.shape).reshape(-1)
-    d = np.stack([np.cos(E) * np.cos(A), np.cos(E) * np.sin(A), np.sin(E)], axis=-1).reshape(-1, 3)
+    d, ring = beam_directions(np.radians(beam_elevations_deg()), N_AZ)
     t_best = np.full(d.shape[0], np.inf)
     gt = np.full(d.shape[0], -1)
     # ground plane: z = -h + s x  ->  t (dz - s dx) = -h
@@ -214,12 +220,7 @@ def crest_scene(seed: int = 0):
     visible row is a long, flat-looking jump (~3 deg) from the crest road below it.
     Returns points (N, 4) float32, rings (N,), gt (N,): 0 road, 1 car.
     """
-    n_beams, n_az = 64, 2048
-    el = np.radians(-25.0 + (np.arange(n_beams) + 0.5) * (27.0 / n_beams))
-    az = (np.arange(n_az) + 0.5) * (2 * np.pi / n_az) - np.pi
-    E, A = np.meshgrid(el, az, indexing="ij")
-    ring = np.broadcast_to(np.arange(n_beams)[:, None], E.shape).reshape(-1)
-    d = np.stack([np.cos(E) * np.cos(A), np.cos(E) * np.sin(A), np.sin(E)], axis=-1).reshape(-1, 3)
+    d, ring = beam_directions(np.radians(-25.0 + (np.arange(64) + 0.5) * (27.0 / 64)), 2048)
     t_best = np.full(d.shape[0], np.inf)
     gt = np.full(d.shape[0], -1)
     # road pieces z = a + b x on x in [x0, x1]

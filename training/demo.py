@@ -426,8 +426,8 @@ def _quality_section(quality: Dict[str, Dict[str, Dict[str, Any]]]) -> Section:
     for b, r in quality["objects"].items():
         for name, row in [("all", r["total"])] + list(r["per_class"].items()):
             if row["evaluated"]:
-                object_rows.append([b, f"KITTI boxes: {name}", row["evaluated"], row["recall"], row["under"], row["over"],
-                                    row["missed"]])
+                object_rows.append([b, f"KITTI boxes: {name}", row["evaluated"], row["recall"], row["under"],
+                                    row["over"], row["missed"]])
     for b, r in quality["ground"].items():
         row = r["instances"]
         if row["evaluated"]:
@@ -459,7 +459,8 @@ def _write_report(cfg, out: Path, backbone, proposals, pseudo, results, results2
     names19, _ = label_set("cityscapes19")
     sections: List[Section] = []
     ss = bool(backbone.self_supervised)
-    kitti_n = next((per["kitti-semantics"]["n_images"] for per in (bench or {}).values() if "kitti-semantics" in per), 0)
+    kitti_n = next((per["kitti-semantics"]["n_images"] for per in (bench or {}).values()
+                    if "kitti-semantics" in per), 0)
     sections.append(
         Section(
             "Summary",

@@ -9,11 +9,11 @@ authors (docs/METHOD.md, stage 2). Every step is vectorized with numpy; graph se
    top by their mean elevation, so both Velodyne and Ouster ring orders work), or the rings
    recovered from the point order of a scan stored ring by ring (:func:`rings_from_scan_order`;
    KITTI ``.bin`` scans have no ring field); otherwise rows are ``config.rows`` elevation bins
-   over ``[fov_down_deg, fov_up_deg]``. Columns are azimuth bins over 360 deg (``config.cols``, or estimated
-   from the scan). A pixel keeps its closest point; every point of the pixel later inherits the
-   pixel's label. Neighbours are the next occupied pixel left / right within ``max_gap_px``
-   columns and up / down within ``max_gap_rows`` rows; columns wrap around (a 360 deg scan is closed; a cropped scan simply
-   has no pixels at the seam).
+   over ``[fov_down_deg, fov_up_deg]``. Columns are azimuth bins over 360 deg (``config.cols``,
+   or estimated from the scan). A pixel keeps its closest point; every point of the pixel later
+   inherits the pixel's label. Neighbours are the next occupied pixel left / right within
+   ``max_gap_px`` columns and up / down within ``max_gap_rows`` rows; columns wrap around (a
+   360 deg scan is closed; a cropped scan simply has no pixels at the seam).
 2. **Ground** (paper Sec. 3.1; depth_clustering ``DepthGroundRemover``). For each pixel, the
    inclination of the line to its lower neighbour, handled as its tangent ``|dz| / |d rho|``
    (``rho`` horizontal distance; clipped at 45 deg; no per-pixel arctan). The columns are
@@ -21,9 +21,10 @@ authors (docs/METHOD.md, stage 2). Every step is vectorized with numpy; graph se
    single steep pair so the sidewalk stays ground; or Savitzky-Golay as in depth_clustering);
    a pixel is a ground candidate when ``min(raw, smoothed) < tan(ground_angle_deg)`` (the
    minimum keeps the smoothing from leaking the steep face of an object onto the ground at
-   its foot) and, with ``ground_face_foot``, when the pair with its upper neighbour does not
-   rise more than ``ground_max_step_m`` at more than that angle (:func:`_face_foot`). Near the sensor (``ground_near_m``) a pixel is also a candidate when its height
-   is within ``ground_near_tol_m`` of the near ground level (the median height of the ground
+   its foot) and, with ``ground_face_foot``, when beyond ``ground_face_foot_m`` the pair with
+   its upper neighbour does not rise more than ``ground_max_step_m`` at more than that angle
+   (:func:`_face_foot`). Near the sensor (``ground_near_m``) a pixel is also a candidate when
+   its height is within ``ground_near_tol_m`` of the near ground level (the median height of the ground
    found by the inclination test within twice that radius; the ground is then grown again):
    there consecutive rings meet the road a few centimetres apart, so range noise, not the
    surface, decides the pairwise inclination. In that second pass a column's lowest pixel
@@ -330,8 +331,8 @@ def build_range_image(points: np.ndarray, config: ProposalConfig, rings: Optiona
 
     Args:
         points: (N, >=3) float array, x, y, z in the LiDAR frame (z up), metres.
-        config: uses ``min_range_m``, ``max_range_m``, ``rings_from_order``, ``rows``, ``cols``, ``fov_up_deg``,
-            ``fov_down_deg``, ``max_gap_px``, ``max_gap_rows``.
+        config: uses ``min_range_m``, ``max_range_m``, ``rings_from_order``, ``rows``, ``cols``,
+            ``fov_up_deg``, ``fov_down_deg``, ``max_gap_px``, ``max_gap_rows``.
         rings: optional (N,) integer laser ring per point; rows follow the rings (sorted by mean
             elevation). Without it, rings come from :func:`rings_from_scan_order` when
             ``config.rings_from_order`` and the scan is stored ring by ring, else rows are
@@ -486,7 +487,7 @@ def ground_mask(image: RangeImage, config: ProposalConfig) -> np.ndarray:
     Args:
         image: from :func:`build_range_image`.
         config: uses ``ground_angle_deg``, ``smooth_window``, ``smoothing``, ``ground_max_step_m``,
-            ``ground_near_m``, ``ground_near_tol_m``, ``ground_face_foot``.
+            ``ground_near_m``, ``ground_near_tol_m``, ``ground_face_foot``, ``ground_face_foot_m``.
 
     Returns:
         (M,) bool, True for ground nodes.
@@ -549,10 +550,10 @@ def _face_foot(image: RangeImage, rho: np.ndarray, step: float, tan_ground: floa
 
     See ``ProposalConfig.ground_face_foot``: the next beam up meets anything standing on the
     ground in front of the beam's own ground point at most ``rho * d theta`` above the ground
-    (a few cm near the sensor), so a taller, steep rise right above a pixel means the pixel
-    itself lies on the face -- typically an object's lowest visible row just above a crest in
-    the road, which the pairwise inclination to the crest (a long, flat-looking jump) would
-    otherwise call ground.
+    (a few cm near the sensor; nearer than ``min_rho``, ground seen under an overhang is the
+    exception), so a taller, steep rise right above a pixel means the pixel itself lies on the
+    face -- typically an object's lowest visible row just above a crest in the road, which the
+    pairwise inclination to the crest (a long, flat-looking jump) would otherwise call ground.
     """
     has_up = np.flatnonzero(image.up >= 0)
     up = np.take(image.up, has_up)
