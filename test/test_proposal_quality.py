@@ -84,7 +84,7 @@ def test_readers_reject_bad_files(tmp_path):
         pq.read_velodyne(tmp_path / "x.bin")
     (tmp_path / "x.label").write_bytes(np.zeros(3, np.uint32).tobytes())
     with pytest.raises(DriveSegmentError, match="3 labels for a scan of 4"):
-        pq.read_semantic_labels(tmp_path / "x.label", 4)
+        pq.read_semantickitti_labels(tmp_path / "x.label", 4)
     (tmp_path / "c.txt").write_text("P2: 1 2 3\n")
     with pytest.raises(DriveSegmentError, match="P2 has 3 values"):
         pq.read_kitti_calib(tmp_path / "c.txt")

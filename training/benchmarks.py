@@ -176,6 +176,20 @@ def label_lut(label_kind: str, label_set: str, waymo_mapping: Optional[PathLike]
 # --------------------------------------------------------------------------------------------
 # loaders, one per official layout
 # --------------------------------------------------------------------------------------------
+def _find_label(dataset: str, base: Path, label_suffixes: Sequence[Tuple[str, str]], image: Path) -> Tuple[Path, str]:
+    """``(label path, kind)``: ``{base}{suffix}`` for the first ``(suffix, kind)`` that exists.
+
+    Raises:
+        DriveSegmentError: none exists (the file of the first suffix is named, with ``image``).
+    """
+    for suffix, kind in label_suffixes:
+        label = base.with_name(base.name + suffix)
+        if label.is_file():
+            return label, kind
+    expected = base.with_name(base.name + label_suffixes[0][0])
+    raise DriveSegmentError(f"{dataset}: missing label file {expected} for image {image}")
+
+
 def _pair_files(
     dataset: str,
     image_dir: Path,
@@ -203,13 +217,7 @@ def _pair_files(
     for img in images:
         rel = img.relative_to(image_dir)
         stem = img.name[: -len(image_suffix)]
-        for suffix, kind in label_suffixes:
-            label = label_dir / rel.parent / f"{stem}{suffix}"
-            if label.is_file():
-                break
-        else:
-            expected = label_dir / rel.parent / f"{stem}{label_suffixes[0][0]}"
-            raise DriveSegmentError(f"{dataset}: missing label file {expected} for image {img}")
+        label, kind = _find_label(dataset, label_dir / rel.parent / stem, label_suffixes, img)
         name = f"{rel.parent.as_posix()}/{stem}" if rel.parent != Path(".") else stem
         out.append(Sample(name=name, image=img, label=label, label_kind=kind, group=group))
     return out
@@ -233,13 +241,7 @@ def _listed_samples(dataset: str, root: Path, list_file: Path, image_suffix: str
         image = root / "rgb_anon" / f"{entry}{image_suffix}"
         if not image.is_file():
             raise DriveSegmentError(f"{dataset}: missing image file {image} listed in {list_file}")
-        for suffix, kind in label_suffixes:
-            label = root / "gt" / f"{entry}{suffix}"
-            if label.is_file():
-                break
-        else:
-            expected = root / "gt" / f"{entry}{label_suffixes[0][0]}"
-            raise DriveSegmentError(f"{dataset}: missing label file {expected} for image {image}")
+        label, kind = _find_label(dataset, root / "gt" / entry, label_suffixes, image)
         name = entry[len(prefix):] if prefix and entry.startswith(prefix) else entry
         out.append(Sample(name=name, image=image, label=label, label_kind=kind))
     return out

@@ -118,11 +118,6 @@ def read_semantickitti_labels(path: PathLike, n_points: int) -> Tuple[np.ndarray
     return (raw & 0xFFFF).astype(np.uint16), (raw >> 16).astype(np.uint16)
 
 
-def read_semantic_labels(path: PathLike, n_points: int) -> np.ndarray:
-    """``(N,)`` uint16 semantic class of a SemanticKITTI ``.label`` file (see :func:`read_semantickitti_labels`)."""
-    return read_semantickitti_labels(path, n_points)[0]
-
-
 def semantickitti_scans(root: PathLike) -> List[Tuple[str, Path, Path]]:
     """Labelled scans under a SemanticKITTI folder, sorted: ``[(name, scan.bin, scan.label)]``.
 
